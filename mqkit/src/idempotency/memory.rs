@@ -1,0 +1,118 @@
+//! [`MemoryStore`]: idempotency records in this process's memory.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use super::{BoxFuture, Claim, IdempotencyStore, StoreError};
+
+/// Idempotency records kept in this process only.
+///
+/// Used when no Redis URL is configured (with a startup warning) and by
+/// [`testing`](crate::testing). Duplicates are only caught within one
+/// process and are forgotten on restart; use [`RedisStore`](super::RedisStore)
+/// when more than one instance consumes a queue.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    records: Mutex<Records>,
+}
+
+#[derive(Debug, Default)]
+struct Records {
+    map: HashMap<String, (State, Instant)>,
+    writes_since_sweep: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Processing,
+    Done,
+}
+
+const SWEEP_EVERY: usize = 1024;
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The remaining time to live of `key`, if it exists (like Redis `TTL`).
+    pub fn ttl(&self, key: &str) -> Option<Duration> {
+        let now = Instant::now();
+        let records = self.lock();
+        records
+            .map
+            .get(key)
+            .and_then(|(_, expires)| expires.checked_duration_since(now))
+    }
+
+    /// Number of live records.
+    pub fn len(&self) -> usize {
+        let now = Instant::now();
+        self.lock().map.values().filter(|(_, e)| *e > now).count()
+    }
+
+    /// Whether no live record exists.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Records> {
+        // A panic while holding this lock cannot leave the map inconsistent
+        // (every update is a single insert or remove), so poisoning is ignored.
+        self.records.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn set(&self, key: &str, state: State, ttl: Duration) {
+        let now = Instant::now();
+        let mut records = self.lock();
+        records.map.insert(key.to_owned(), (state, now + ttl));
+        records.writes_since_sweep += 1;
+        if records.writes_since_sweep >= SWEEP_EVERY {
+            records.writes_since_sweep = 0;
+            records.map.retain(|_, (_, expires)| *expires > now);
+        }
+    }
+}
+
+impl IdempotencyStore for MemoryStore {
+    fn claim<'a>(
+        &'a self,
+        key: &'a str,
+        lock_ttl: Duration,
+    ) -> BoxFuture<'a, Result<Claim, StoreError>> {
+        let now = Instant::now();
+        let mut records = self.lock();
+        let live = records
+            .map
+            .get(key)
+            .filter(|(_, expires)| *expires > now)
+            .map(|(state, _)| *state);
+        let claim = match live {
+            Some(State::Done) => Claim::Done,
+            Some(State::Processing) => Claim::Busy,
+            None => {
+                records
+                    .map
+                    .insert(key.to_owned(), (State::Processing, now + lock_ttl));
+                Claim::Acquired
+            }
+        };
+        Box::pin(std::future::ready(Ok(claim)))
+    }
+
+    fn complete<'a>(
+        &'a self,
+        key: &'a str,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.set(key, State::Done, ttl);
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn release<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.lock().map.remove(key);
+        Box::pin(std::future::ready(Ok(())))
+    }
+}

@@ -1,0 +1,152 @@
+//! [`RedisStore`]: idempotency records in Redis, through a deadpool-redis pool.
+
+use std::time::Duration;
+
+use deadpool_redis::redis::{self, Value};
+use deadpool_redis::{Config, Pool, PoolConfig, Runtime, Timeouts};
+
+use super::{BoxFuture, Claim, IdempotencyStore, StoreError, ttl_secs};
+use crate::mask::mask_password;
+
+/// Idempotency records in Redis, shared by every instance of a service.
+///
+/// Commands: `SET key processing NX EX <lock_ttl>` to claim (plus a `GET`
+/// only when the key already exists, to tell `done` from `processing`),
+/// `SET key done EX <ttl>` to complete, `DEL key` to release. Any Redis
+/// error or timeout is a [`StoreError`], which the pipeline turns into a
+/// delayed requeue without calling the handler (fail closed).
+#[derive(Clone)]
+pub struct RedisStore {
+    pool: Pool,
+    url: String,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("url", &self.url)
+            .finish()
+    }
+}
+
+/// How long to wait for a pooled connection, a new one, or a recycle check.
+const POOL_TIMEOUT: Duration = Duration::from_secs(2);
+
+impl RedisStore {
+    /// A store for `url` (`redis://[:password@]host:port[/db]`). Connects
+    /// lazily: an unreachable server shows up as [`StoreError`]s, not here.
+    pub fn new(url: &str) -> Result<Self, StoreError> {
+        let masked = mask_password(url);
+        let mut cfg = Config::from_url(url);
+        cfg.pool = Some(PoolConfig {
+            max_size: 16,
+            timeouts: Timeouts {
+                wait: Some(POOL_TIMEOUT),
+                create: Some(POOL_TIMEOUT),
+                recycle: Some(POOL_TIMEOUT),
+            },
+            ..PoolConfig::default()
+        });
+        let pool = cfg.create_pool(Some(Runtime::Tokio1)).map_err(|e| {
+            StoreError(format!(
+                "cannot use Redis URL {masked}: {e}; check MQKIT_REDIS_URL (redis://host:port/db)"
+            ))
+        })?;
+        Ok(RedisStore { pool, url: masked })
+    }
+
+    /// The URL with its password masked.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Sends `PING`, to check the server at startup.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let mut conn = self.conn().await?;
+        redis::cmd("PING")
+            .query_async::<String>(&mut *conn)
+            .await
+            .map(drop)
+            .map_err(|e| self.error("PING", e))
+    }
+
+    async fn conn(&self) -> Result<deadpool_redis::Connection, StoreError> {
+        self.pool.get().await.map_err(|e| {
+            StoreError(format!(
+                "cannot connect to Redis at {}: {e}; check that it is running and MQKIT_REDIS_URL",
+                self.url
+            ))
+        })
+    }
+
+    fn error(&self, command: &str, e: redis::RedisError) -> StoreError {
+        StoreError(format!("Redis {command} at {} failed: {e}", self.url))
+    }
+}
+
+impl IdempotencyStore for RedisStore {
+    fn claim<'a>(
+        &'a self,
+        key: &'a str,
+        lock_ttl: Duration,
+    ) -> BoxFuture<'a, Result<Claim, StoreError>> {
+        Box::pin(async move {
+            let mut conn = self.conn().await?;
+            let set: Value = redis::cmd("SET")
+                .arg(key)
+                .arg("processing")
+                .arg("NX")
+                .arg("EX")
+                .arg(ttl_secs(lock_ttl))
+                .query_async(&mut *conn)
+                .await
+                .map_err(|e| self.error("SET NX", e))?;
+            if matches!(set, Value::Okay) {
+                return Ok(Claim::Acquired);
+            }
+            let current: Option<String> = redis::cmd("GET")
+                .arg(key)
+                .query_async(&mut *conn)
+                .await
+                .map_err(|e| self.error("GET", e))?;
+            match current.as_deref() {
+                Some("done") => Ok(Claim::Done),
+                // Still processing, or it expired between the two commands:
+                // either way the delivery comes back later and tries again.
+                Some("processing") | None => Ok(Claim::Busy),
+                Some(other) => Err(StoreError(format!(
+                    "unexpected value {other:?} at idempotency key {key} (expected processing or done)"
+                ))),
+            }
+        })
+    }
+
+    fn complete<'a>(
+        &'a self,
+        key: &'a str,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            let mut conn = self.conn().await?;
+            redis::cmd("SET")
+                .arg(key)
+                .arg("done")
+                .arg("EX")
+                .arg(ttl_secs(ttl))
+                .query_async::<()>(&mut *conn)
+                .await
+                .map_err(|e| self.error("SET done", e))
+        })
+    }
+
+    fn release<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            let mut conn = self.conn().await?;
+            redis::cmd("DEL")
+                .arg(key)
+                .query_async::<()>(&mut *conn)
+                .await
+                .map_err(|e| self.error("DEL", e))
+        })
+    }
+}

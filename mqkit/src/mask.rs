@@ -1,0 +1,52 @@
+//! Masking passwords in URLs before they reach a log or an error.
+
+/// `scheme://user:secret@host/…` becomes `scheme://user:****@host/…`.
+/// Strings without a password come back unchanged.
+pub fn mask_password(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_owned();
+    };
+    let rest = &url[scheme_end..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    let Some(at) = authority.rfind('@') else {
+        return url.to_owned();
+    };
+    let userinfo = &authority[..at];
+    let Some(colon) = userinfo.find(':') else {
+        return url.to_owned();
+    };
+    format!(
+        "{}{}:****{}",
+        &url[..scheme_end],
+        &userinfo[..colon],
+        &rest[at..]
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mask_password;
+
+    #[test]
+    fn masks_only_the_password() {
+        assert_eq!(
+            mask_password("amqp://user:secret@127.0.0.1:1/%2f"),
+            "amqp://user:****@127.0.0.1:1/%2f"
+        );
+        assert_eq!(
+            mask_password("redis://:pw@h:6379/0"),
+            "redis://:****@h:6379/0"
+        );
+        assert_eq!(
+            mask_password("amqp://p%40ss:s@cr@et@h/"),
+            "amqp://p%40ss:****@h/"
+        );
+        assert_eq!(mask_password("amqp://guest@h/x@y"), "amqp://guest@h/x@y");
+        assert_eq!(
+            mask_password("redis://127.0.0.1:6379"),
+            "redis://127.0.0.1:6379"
+        );
+        assert_eq!(mask_password("not a url"), "not a url");
+    }
+}
