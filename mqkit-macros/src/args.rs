@@ -1,0 +1,335 @@
+//! Step 1: parse `#[consumer(key = value, …)]` into [`Args`], collecting
+//! every error (unknown or duplicate key, wrong literal type, bad duration,
+//! empty name, out-of-range number), each spanned on its token.
+
+use std::time::Duration;
+
+use proc_macro2::{Span, TokenStream};
+use syn::parse::Parser;
+use syn::punctuated::Punctuated;
+use syn::spanned::Spanned;
+use syn::{Expr, ExprLit, Ident, Lit, LitInt, LitStr, Meta, Token};
+
+use crate::errors::Errors;
+
+/// Every argument the attribute accepts, in documentation order.
+pub(crate) const KEYS: &[&str] = &[
+    "queue",
+    "dlx",
+    "dlq",
+    "idempotency",
+    "idempotency_ttl",
+    "max_retries",
+    "retry_delay",
+    "prefetch",
+    "concurrency",
+    "timeout",
+    "exchange",
+    "routing_key",
+    "exchange_type",
+    "queue_type",
+];
+
+const EXCHANGE_TYPES: &[&str] = &["direct", "topic", "fanout", "headers"];
+const QUEUE_TYPES: &[&str] = &["classic", "quorum"];
+
+/// A value with the span of the literal it came from.
+#[derive(Debug, Clone)]
+pub(crate) struct Arg<T> {
+    pub(crate) value: T,
+    pub(crate) span: Span,
+}
+
+/// The parsed attribute. Absent optional arguments are `None`; defaults are
+/// applied in `expand`.
+#[derive(Debug, Default)]
+pub(crate) struct Args {
+    pub(crate) queue: Option<Arg<String>>,
+    /// Whether a `queue = …` argument was written (even an invalid one).
+    pub(crate) queue_written: bool,
+    pub(crate) dlx: Option<Arg<String>>,
+    pub(crate) dlq: Option<Arg<String>>,
+    /// Field names, each spanned on the `idempotency` literal.
+    pub(crate) idempotency: Vec<Ident>,
+    pub(crate) idempotency_ttl: Option<Arg<Duration>>,
+    pub(crate) max_retries: Option<Arg<u32>>,
+    pub(crate) retry_delay: Option<Arg<Duration>>,
+    pub(crate) prefetch: Option<Arg<u16>>,
+    pub(crate) concurrency: Option<Arg<u16>>,
+    pub(crate) timeout: Option<Arg<Duration>>,
+    pub(crate) exchange: Option<Arg<String>>,
+    pub(crate) routing_key: Option<Arg<String>>,
+    pub(crate) exchange_type: Option<Arg<String>>,
+    pub(crate) queue_type: Option<Arg<String>>,
+}
+
+/// Parses the attribute's tokens. Errors are added to `errors`; what could
+/// be parsed is returned so later checks still run.
+pub(crate) fn parse(attr: TokenStream, errors: &mut Errors) -> Args {
+    let mut args = Args::default();
+    let metas = match Punctuated::<Meta, Token![,]>::parse_terminated.parse2(attr) {
+        Ok(metas) => metas,
+        Err(e) => {
+            errors.push(e);
+            return args;
+        }
+    };
+    let mut seen: Vec<String> = Vec::new();
+    for meta in metas {
+        let Meta::NameValue(nv) = meta else {
+            errors.push(syn::Error::new(
+                meta.span(),
+                "expected `name = value`, e.g. `queue = \"order\"`",
+            ));
+            continue;
+        };
+        let Some(key) = nv.path.get_ident() else {
+            errors.push(syn::Error::new(
+                nv.path.span(),
+                unknown_key_message("this path"),
+            ));
+            continue;
+        };
+        let name = key.to_string();
+        if !KEYS.contains(&name.as_str()) {
+            errors.push(syn::Error::new(key.span(), unknown_key_message(&name)));
+            continue;
+        }
+        if seen.contains(&name) {
+            errors.push(syn::Error::new(
+                key.span(),
+                format!("duplicate argument `{name}`"),
+            ));
+            continue;
+        }
+        seen.push(name.clone());
+        args.queue_written |= name == "queue";
+        let value = &nv.value;
+        let result = match name.as_str() {
+            "queue" => name_arg(value, &name).map(|v| args.queue = Some(v)),
+            "dlx" => name_arg(value, &name).map(|v| args.dlx = Some(v)),
+            "dlq" => name_arg(value, &name).map(|v| args.dlq = Some(v)),
+            "exchange" => name_arg(value, &name).map(|v| args.exchange = Some(v)),
+            "routing_key" => str_arg(value, &name).map(|v| args.routing_key = Some(v)),
+            "exchange_type" => choice_arg(value, &name, EXCHANGE_TYPES)
+                .map(|v| args.exchange_type = Some(v)),
+            "queue_type" => {
+                choice_arg(value, &name, QUEUE_TYPES).map(|v| args.queue_type = Some(v))
+            }
+            "idempotency" => fields_arg(value).map(|v| args.idempotency = v),
+            "idempotency_ttl" => duration_arg(value, &name).and_then(|v| {
+                if v.value < Duration::from_secs(1) {
+                    Err(syn::Error::new(
+                        v.span,
+                        "`idempotency_ttl` must be at least 1s (Redis expires keys in whole seconds)",
+                    ))
+                } else {
+                    args.idempotency_ttl = Some(v);
+                    Ok(())
+                }
+            }),
+            "retry_delay" => duration_arg(value, &name).map(|v| args.retry_delay = Some(v)),
+            "timeout" => duration_arg(value, &name).map(|v| args.timeout = Some(v)),
+            "max_retries" => int_arg::<u32>(value, &name, 0).map(|v| args.max_retries = Some(v)),
+            "prefetch" => int_arg::<u16>(value, &name, 1).map(|v| args.prefetch = Some(v)),
+            "concurrency" => int_arg::<u16>(value, &name, 1).map(|v| args.concurrency = Some(v)),
+            _ => Ok(()),
+        };
+        if let Err(e) = result {
+            errors.push(e);
+        }
+    }
+    check_combinations(&args, errors);
+    args
+}
+
+fn check_combinations(args: &Args, errors: &mut Errors) {
+    if let (Some(c), Some(p)) = (&args.concurrency, &args.prefetch) {
+        if c.value > p.value {
+            errors.push(syn::Error::new(
+                c.span,
+                format!(
+                    "`concurrency` ({}) cannot exceed `prefetch` ({}): a consumer never holds more than `prefetch` unacked messages",
+                    c.value, p.value
+                ),
+            ));
+        }
+    }
+    if args.exchange.is_none() {
+        for (arg, name) in [
+            (&args.routing_key, "routing_key"),
+            (&args.exchange_type, "exchange_type"),
+        ] {
+            if let Some(arg) = arg {
+                errors.push(syn::Error::new(
+                    arg.span,
+                    format!("`{name}` needs `exchange = \"…\"`: it describes the binding of a source exchange"),
+                ));
+            }
+        }
+    }
+}
+
+fn unknown_key_message(name: &str) -> String {
+    format!(
+        "unknown argument `{name}`; expected one of: {}",
+        KEYS.join(", ")
+    )
+}
+
+fn lit_str(value: &Expr, name: &str, example: &str) -> syn::Result<LitStr> {
+    match value {
+        Expr::Lit(ExprLit {
+            lit: Lit::Str(s), ..
+        }) => Ok(s.clone()),
+        _ => Err(syn::Error::new(
+            value.span(),
+            format!("`{name}` expects a string literal, like `{name} = {example}`"),
+        )),
+    }
+}
+
+fn str_arg(value: &Expr, name: &str) -> syn::Result<Arg<String>> {
+    let lit = lit_str(value, name, "\"…\"")?;
+    Ok(Arg {
+        value: lit.value(),
+        span: lit.span(),
+    })
+}
+
+/// A queue or exchange name: non-empty, at most 255 bytes, not `amq.`-prefixed.
+fn name_arg(value: &Expr, name: &str) -> syn::Result<Arg<String>> {
+    let lit = lit_str(value, name, "\"order\"")?;
+    let v = lit.value();
+    if v.trim().is_empty() {
+        return Err(syn::Error::new(
+            lit.span(),
+            format!("`{name}` must not be empty"),
+        ));
+    }
+    if v.len() > 255 {
+        return Err(syn::Error::new(
+            lit.span(),
+            format!(
+                "`{name}` is {} bytes long; RabbitMQ names are at most 255 bytes",
+                v.len()
+            ),
+        ));
+    }
+    if v.starts_with("amq.") {
+        return Err(syn::Error::new(
+            lit.span(),
+            format!("`{name}` must not start with `amq.`: RabbitMQ reserves those names"),
+        ));
+    }
+    Ok(Arg {
+        value: v,
+        span: lit.span(),
+    })
+}
+
+fn choice_arg(value: &Expr, name: &str, choices: &[&str]) -> syn::Result<Arg<String>> {
+    let lit = lit_str(value, name, &format!("\"{}\"", choices[0]))?;
+    let v = lit.value();
+    if !choices.contains(&v.as_str()) {
+        return Err(syn::Error::new(
+            lit.span(),
+            format!("`{name}` must be one of: {}", choices.join(", ")),
+        ));
+    }
+    Ok(Arg {
+        value: v,
+        span: lit.span(),
+    })
+}
+
+fn duration_arg(value: &Expr, name: &str) -> syn::Result<Arg<Duration>> {
+    let lit = lit_str(value, name, "\"5s\"")?;
+    let text = lit.value();
+    let d = humantime::parse_duration(&text).map_err(|e| {
+        syn::Error::new(
+            lit.span(),
+            format!(
+                "`{name}` is not a duration ({e}); write a number with a unit, like \"250ms\", \"5s\", \"2m\" or \"24h\""
+            ),
+        )
+    })?;
+    if d.is_zero() {
+        return Err(syn::Error::new(
+            lit.span(),
+            format!("`{name}` must be greater than zero"),
+        ));
+    }
+    Ok(Arg {
+        value: d,
+        span: lit.span(),
+    })
+}
+
+fn int_arg<T>(value: &Expr, name: &str, min: T) -> syn::Result<Arg<T>>
+where
+    T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
+    T::Err: std::fmt::Display,
+{
+    let lit: &LitInt = match value {
+        Expr::Lit(ExprLit {
+            lit: Lit::Int(i), ..
+        }) => i,
+        _ => {
+            return Err(syn::Error::new(
+                value.span(),
+                format!("`{name}` expects an integer, like `{name} = 10`"),
+            ));
+        }
+    };
+    let v: T = lit
+        .base10_parse()
+        .map_err(|e| syn::Error::new(lit.span(), format!("`{name}` is out of range: {e}")))?;
+    if v < min {
+        return Err(syn::Error::new(
+            lit.span(),
+            format!("`{name}` must be at least {min}"),
+        ));
+    }
+    Ok(Arg {
+        value: v,
+        span: lit.span(),
+    })
+}
+
+/// `"order_id,event_type"` into field identifiers spanned on the literal, so
+/// that a field the message type lacks is reported there.
+fn fields_arg(value: &Expr) -> syn::Result<Vec<Ident>> {
+    let lit = lit_str(value, "idempotency", "\"order_id,event_type\"")?;
+    let text = lit.value();
+    if text.trim().is_empty() {
+        return Err(syn::Error::new(
+            lit.span(),
+            "`idempotency` lists no fields; name the message fields that identify a business event, like \"order_id,event_type\", or remove the argument",
+        ));
+    }
+    let mut fields: Vec<Ident> = Vec::new();
+    for part in text.split(',') {
+        let part = part.trim();
+        if part.is_empty() {
+            return Err(syn::Error::new(
+                lit.span(),
+                "`idempotency` has an empty field name; separate field names with single commas",
+            ));
+        }
+        let ident = syn::parse_str::<Ident>(part).map_err(|_| {
+            syn::Error::new(
+                lit.span(),
+                format!("`{part}` in `idempotency` is not a field name"),
+            )
+        })?;
+        if fields.iter().any(|f| *f == ident) {
+            return Err(syn::Error::new(
+                lit.span(),
+                format!("`{part}` appears twice in `idempotency`"),
+            ));
+        }
+        fields.push(Ident::new(part, lit.span()));
+    }
+    Ok(fields)
+}

@@ -1,0 +1,217 @@
+//! Step 2: check the annotated item against the handler forms
+//! `async fn f(msg: T) -> Result<(), E>` and
+//! `async fn f(msg: T, ctx: mqkit::Context) -> Result<(), E>`, and check the
+//! arguments against each other (`queue` present). Produces a [`Handler`]
+//! describing what `expand` needs.
+
+use proc_macro2::Span;
+use syn::spanned::Spanned;
+use syn::{FnArg, GenericArgument, ItemFn, PathArguments, ReturnType, Type};
+
+use crate::args::Args;
+use crate::errors::Errors;
+
+/// The parts of a valid handler signature.
+pub(crate) struct Handler<'a> {
+    pub(crate) func: &'a ItemFn,
+    /// `T` of the message parameter.
+    pub(crate) message: &'a Type,
+    /// Whether the handler takes a `Context` second.
+    pub(crate) takes_context: bool,
+    /// `E` of `Result<(), E>`.
+    pub(crate) error: &'a Type,
+}
+
+const FORMS: &str = "expected `async fn name(msg: T) -> Result<(), E>` or `async fn name(msg: T, ctx: mqkit::Context) -> Result<(), E>`";
+
+/// Checks `func`, reporting every problem to `errors`; returns the
+/// handler's parts when they could be found.
+pub(crate) fn handler<'a>(
+    func: &'a ItemFn,
+    args: &Args,
+    errors: &mut Errors,
+) -> Option<Handler<'a>> {
+    if !args.queue_written {
+        errors.push(syn::Error::new(
+            Span::call_site(),
+            "missing `queue = \"…\"`: every consumer names its work queue",
+        ));
+    }
+    let sig = &func.sig;
+    let fail = |errors: &mut Errors, span: Span, msg: String| {
+        errors.push(syn::Error::new(span, msg));
+    };
+    if sig.asyncness.is_none() {
+        fail(
+            errors,
+            sig.fn_token.span,
+            format!("#[mqkit::consumer] handlers must be `async fn`; {FORMS}"),
+        );
+    }
+    if let Some(c) = &sig.constness {
+        fail(
+            errors,
+            c.span,
+            "a consumer handler cannot be `const`".to_owned(),
+        );
+    }
+    if let Some(u) = &sig.unsafety {
+        fail(
+            errors,
+            u.span,
+            "a consumer handler cannot be `unsafe`".to_owned(),
+        );
+    }
+    if let Some(abi) = &sig.abi {
+        fail(
+            errors,
+            abi.span(),
+            "a consumer handler cannot have an ABI".to_owned(),
+        );
+    }
+    if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
+        fail(
+            errors,
+            sig.generics.span(),
+            "a consumer handler cannot be generic: the message type must be concrete".to_owned(),
+        );
+    }
+    if let Some(v) = &sig.variadic {
+        fail(
+            errors,
+            v.span(),
+            "a consumer handler cannot be variadic".to_owned(),
+        );
+    }
+
+    let inputs: Vec<&FnArg> = sig.inputs.iter().collect();
+    let mut message = None;
+    let mut takes_context = false;
+    match inputs.as_slice() {
+        [] => fail(
+            errors,
+            sig.paren_token.span.join(),
+            format!("the handler takes no message; {FORMS}"),
+        ),
+        [first, rest @ ..] => {
+            message = message_type(first, errors);
+            if let Some(second) = rest.first() {
+                takes_context = context_param(second, errors);
+            }
+            for extra in rest.iter().skip(1) {
+                fail(
+                    errors,
+                    extra.span(),
+                    format!("too many parameters; {FORMS}"),
+                );
+            }
+        }
+    }
+
+    // The caller expands only when no error at all was reported.
+    let error = result_error_type(&sig.output, sig.ident.span(), errors)?;
+    Some(Handler {
+        func,
+        message: message?,
+        takes_context,
+        error,
+    })
+}
+
+fn message_type<'a>(arg: &'a FnArg, errors: &mut Errors) -> Option<&'a Type> {
+    match arg {
+        FnArg::Receiver(r) => {
+            errors.push(syn::Error::new(
+                r.span(),
+                "a consumer handler is a free function, not a method; take the message as the first parameter",
+            ));
+            None
+        }
+        FnArg::Typed(pt) => match &*pt.ty {
+            Type::Reference(r) => {
+                errors.push(syn::Error::new(
+                    r.span(),
+                    "the message must be taken by value (`msg: T`), not by reference",
+                ));
+                None
+            }
+            Type::ImplTrait(t) => {
+                errors.push(syn::Error::new(
+                    t.span(),
+                    "the message type must be a concrete type that implements `serde::Deserialize`",
+                ));
+                None
+            }
+            ty => Some(ty),
+        },
+    }
+}
+
+fn context_param(arg: &FnArg, errors: &mut Errors) -> bool {
+    let FnArg::Typed(pt) = arg else {
+        errors.push(syn::Error::new(
+            arg.span(),
+            "the second parameter must be `ctx: mqkit::Context`",
+        ));
+        return false;
+    };
+    let is_context = match &*pt.ty {
+        Type::Path(p) => {
+            p.qself.is_none()
+                && p.path
+                    .segments
+                    .last()
+                    .is_some_and(|s| s.ident == "Context" && s.arguments.is_none())
+        }
+        _ => false,
+    };
+    if !is_context {
+        errors.push(syn::Error::new(
+            pt.ty.span(),
+            "the second parameter must be `mqkit::Context` (taken by value)",
+        ));
+    }
+    is_context
+}
+
+/// `E` of `Result<(), E>`, or an error on the return type.
+fn result_error_type<'a>(
+    output: &'a ReturnType,
+    name_span: Span,
+    errors: &mut Errors,
+) -> Option<&'a Type> {
+    const EXPECTED: &str = "a consumer handler must return `Result<(), E>` where `E: Into<mqkit::HandlerError>`, e.g. `Result<(), mqkit::HandlerError>`";
+    let ty = match output {
+        ReturnType::Default => {
+            errors.push(syn::Error::new(
+                name_span,
+                format!("missing return type; {EXPECTED}"),
+            ));
+            return None;
+        }
+        ReturnType::Type(_, ty) => ty,
+    };
+    let found = (|| {
+        let Type::Path(p) = &**ty else { return None };
+        let last = p.path.segments.last()?;
+        if last.ident != "Result" {
+            return None;
+        }
+        let PathArguments::AngleBracketed(generic) = &last.arguments else {
+            return None;
+        };
+        let mut types = generic.args.iter().map(|a| match a {
+            GenericArgument::Type(t) => Some(t),
+            _ => None,
+        });
+        let (Some(Some(ok)), Some(Some(err)), None) = (types.next(), types.next(), types.next())
+        else {
+            return None;
+        };
+        matches!(ok, Type::Tuple(t) if t.elems.is_empty()).then_some(err)
+    })();
+    if found.is_none() {
+        errors.push(syn::Error::new(ty.span(), EXPECTED));
+    }
+    found
+}
