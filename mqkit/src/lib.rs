@@ -41,8 +41,12 @@
 //!
 //! [`testing`] runs a consumer on a payload in memory, for your own tests.
 
+pub mod app;
+pub mod broker;
+pub mod config;
 pub mod consumer;
 pub mod context;
+pub mod error;
 pub mod handler;
 pub mod idempotency;
 pub mod mask;
@@ -50,9 +54,14 @@ pub mod pipeline;
 pub mod publish;
 pub mod retry;
 pub mod testing;
+pub mod topology;
 
+pub use app::{App, Running, run};
+pub use broker::ConnectionState;
+pub use config::Config;
 pub use consumer::{Consumer, ConsumerSpec, DecodeError, ExchangeBinding, QueueType, Registration};
 pub use context::Context;
+pub use error::Error;
 pub use handler::{BoxError, Disposition, HandlerError};
 pub use idempotency::{IdempotencyStore, MemoryStore, RedisStore};
 pub use mqkit_macros::consumer;

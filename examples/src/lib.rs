@@ -1,1 +1,0 @@
-//! Examples live in this folder as cargo examples.

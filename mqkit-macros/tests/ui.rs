@@ -1,0 +1,13 @@
+//! Compile-time behaviour of `#[mqkit::consumer]`: every misuse is an error
+//! spanned on the offending token (`ui/fail`, with the expected `.stderr`),
+//! and every documented handler form compiles (`ui/pass`).
+//!
+//! Regenerate the `.stderr` files with
+//! `TRYBUILD=overwrite cargo test -p mqkit-macros --test ui`, then read them.
+
+#[test]
+fn ui() {
+    let t = trybuild::TestCases::new();
+    t.compile_fail("tests/ui/fail/*.rs");
+    t.pass("tests/ui/pass/*.rs");
+}

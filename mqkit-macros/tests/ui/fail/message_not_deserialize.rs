@@ -1,0 +1,12 @@
+/// Derives no `Deserialize`.
+struct OrderEvent {
+    order_id: String,
+}
+
+#[mqkit::consumer(queue = "order")]
+async fn on_order(evt: OrderEvent) -> Result<(), mqkit::HandlerError> {
+    let _ = evt.order_id;
+    Ok(())
+}
+
+fn main() {}

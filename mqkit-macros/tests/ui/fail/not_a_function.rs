@@ -1,0 +1,4 @@
+#[mqkit::consumer(queue = "order")]
+struct OrderConsumer;
+
+fn main() {}

@@ -1,0 +1,51 @@
+//! [`Error`]: what [`run`](crate::run) and [`App`](crate::App) report.
+//! Every variant says what to check; URLs have their passwords masked.
+
+use crate::consumer::SpecError;
+use crate::topology::TopologyError;
+
+/// A failure to start or keep running a service.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A configuration value is invalid.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// The broker could not be reached at startup.
+    #[error(
+        "cannot connect to RabbitMQ at {urls} (kept trying for {waited_secs}s): {cause}. Check that RabbitMQ is running and reachable from here, and the host, port, user, password and vhost in MQKIT_AMQP_URL"
+    )]
+    Connect {
+        /// The URLs tried, passwords masked.
+        urls: String,
+        /// Seconds spent trying.
+        waited_secs: u64,
+        /// The last error.
+        cause: String,
+    },
+    /// A consumer spec breaks an invariant.
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    /// Declaring queues, exchanges or bindings failed.
+    #[error(transparent)]
+    Topology(#[from] TopologyError),
+    /// A consumer could not be started on its queue.
+    #[error("cannot start consuming queue `{queue}`: {source}")]
+    Consume {
+        /// The queue.
+        queue: String,
+        /// The broker's error.
+        source: lapin::Error,
+    },
+    /// Nothing to consume.
+    #[error("no consumers: add #[mqkit::consumer] functions to this binary, or App::consumer")]
+    NoConsumers,
+    /// Two consumers use the same queue.
+    #[error("two consumers use queue `{0}`: each queue has exactly one handler")]
+    DuplicateQueue(String),
+    /// The idempotency store could not be set up.
+    #[error(transparent)]
+    Store(#[from] crate::idempotency::StoreError),
+    /// The service's background task failed.
+    #[error("mqkit's supervisor task stopped unexpectedly: {0}")]
+    Supervisor(String),
+}

@@ -1,0 +1,954 @@
+//! The pipeline against every row of DESIGN.md rule 2, with hand-written
+//! consumers (no macro) driven through `mqkit::testing`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use lapin::types::AMQPValue;
+use mqkit::idempotency::KeyBuilder;
+use mqkit::pipeline::decode_json;
+use mqkit::publish::Published;
+use mqkit::retry::MAX_RETRY_DELAY;
+use mqkit::testing::{TestDelivery, TestHarness};
+use mqkit::{
+    Consumer, ConsumerSpec, Context, DeadLetterKind, DecodeError, HandlerError, MemoryStore,
+    Outcome, RedisStore, RequeueReason,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio::sync::Notify;
+
+// ---------------------------------------------------------------------------
+// A test consumer whose behaviour is chosen by the message's `event_type`.
+// ---------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct OrderEvent {
+    order_id: String,
+    event_type: String,
+    amount_cents: i64,
+}
+
+/// Holds a handler (`event_type = "hold"`) until the test releases it.
+#[derive(Debug, Default)]
+struct Gate {
+    started: Notify,
+    release: Notify,
+}
+
+#[derive(Debug, Clone)]
+struct Orders {
+    spec: ConsumerSpec,
+    calls: Arc<AtomicUsize>,
+    gate: Arc<Gate>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("charge failed")]
+struct ChargeFailed(#[source] std::io::Error);
+
+async fn io_call(fail: bool) -> Result<(), std::io::Error> {
+    if fail {
+        Err(std::io::Error::other("connection reset by peer"))
+    } else {
+        Ok(())
+    }
+}
+
+impl Consumer for Orders {
+    type Message = OrderEvent;
+
+    fn spec(&self) -> ConsumerSpec {
+        self.spec.clone()
+    }
+
+    fn decode(&self, body: &[u8]) -> Result<OrderEvent, DecodeError> {
+        decode_json(body)
+    }
+
+    fn idempotency_key(&self, msg: &OrderEvent, key: &mut KeyBuilder) {
+        key.push(&msg.order_id);
+        key.push(&msg.event_type);
+    }
+
+    fn handle(
+        &self,
+        msg: OrderEvent,
+        _ctx: Context,
+    ) -> impl Future<Output = Result<(), HandlerError>> + Send + 'static {
+        let calls = self.calls.clone();
+        let gate = self.gate.clone();
+        async move {
+            calls.fetch_add(1, Ordering::SeqCst);
+            match msg.event_type.as_str() {
+                "ok" => Ok(()),
+                "retry" => Err(HandlerError::retry("upstream unavailable")),
+                "io" => {
+                    io_call(true).await?;
+                    Ok(())
+                }
+                "io-chain" => {
+                    io_call(true).await.map_err(ChargeFailed)?;
+                    Ok(())
+                }
+                "reject" => Err(HandlerError::reject(format!(
+                    "negative amount {}",
+                    msg.amount_cents
+                ))),
+                "panic" => panic!("kaboom"),
+                "panic-string" => {
+                    let what = msg.order_id.clone();
+                    panic!("{}", what)
+                }
+                "panic-other" => std::panic::panic_any(42_u32),
+                "sleep" => {
+                    tokio::time::sleep(Duration::from_secs(10)).await;
+                    Ok(())
+                }
+                "hold" => {
+                    gate.started.notify_one();
+                    gate.release.notified().await;
+                    Ok(())
+                }
+                other => Err(HandlerError::reject(format!("unknown event type {other}"))),
+            }
+        }
+    }
+}
+
+fn base_spec() -> ConsumerSpec {
+    let mut spec = ConsumerSpec::new("order");
+    spec.idempotency = &["order_id", "event_type"];
+    spec
+}
+
+struct Setup {
+    harness: TestHarness<Orders>,
+    calls: Arc<AtomicUsize>,
+    gate: Arc<Gate>,
+}
+
+impl Setup {
+    fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+}
+
+/// A harness over a fresh [`MemoryStore`] with `adjust` applied to the spec.
+fn setup(adjust: impl FnOnce(&mut ConsumerSpec)) -> Setup {
+    setup_with_store(adjust, Arc::new(MemoryStore::new()))
+}
+
+fn setup_with_store(
+    adjust: impl FnOnce(&mut ConsumerSpec),
+    store: Arc<dyn mqkit::IdempotencyStore>,
+) -> Setup {
+    let mut spec = base_spec();
+    adjust(&mut spec);
+    let calls = Arc::new(AtomicUsize::new(0));
+    let gate = Arc::new(Gate::default());
+    let consumer = Orders {
+        spec: spec.clone(),
+        calls: calls.clone(),
+        gate: gate.clone(),
+    };
+    Setup {
+        harness: TestHarness::with_store(consumer, spec, store),
+        calls,
+        gate,
+    }
+}
+
+fn event(order_id: &str, event_type: &str) -> serde_json::Value {
+    json!({"order_id": order_id, "event_type": event_type, "amount_cents": 1250})
+}
+
+fn delivery(order_id: &str, event_type: &str) -> TestDelivery {
+    TestDelivery::json(&event(order_id, event_type)).unwrap()
+}
+
+// ---------------------------------------------------------------------------
+// Ok(()) -> ack
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn ok_is_ack_and_handler_called_once() {
+    let s = setup(|_| {});
+    assert_eq!(
+        s.harness.deliver_json(&event("A-1", "ok")).await,
+        Outcome::Ack
+    );
+    assert_eq!(s.calls(), 1);
+}
+
+// ---------------------------------------------------------------------------
+// Undecodable bodies -> DLQ at once, kind decode, handler never called
+// ---------------------------------------------------------------------------
+
+/// Delivers `body` and returns the decode error text, checking everything else.
+async fn expect_decode_failure(body: &[u8]) -> String {
+    let s = setup(|_| {});
+    let outcome = s.harness.deliver_bytes(body.to_vec()).await;
+    let Outcome::DeadLetter {
+        kind,
+        error,
+        attempts,
+    } = outcome
+    else {
+        panic!("expected a decode dead letter for {body:?}, got {outcome:?}");
+    };
+    assert_eq!(kind, DeadLetterKind::Decode);
+    assert_eq!(attempts, 1, "a decode failure is one attempt");
+    assert_eq!(
+        s.calls(),
+        0,
+        "the handler must not run on an undecodable body"
+    );
+    assert!(
+        error.starts_with("cannot decode OrderEvent: "),
+        "error names the type: {error}"
+    );
+    error
+}
+
+#[tokio::test]
+async fn decode_invalid_json() {
+    let error = expect_decode_failure(br#"{"order_id": "A-1",, }"#).await;
+    assert!(error.contains("body is not valid JSON"), "{error}");
+    assert!(error.contains("line 1 column"), "{error}");
+}
+
+#[tokio::test]
+async fn decode_truncated_json() {
+    let error = expect_decode_failure(br#"{"order_id": "A-1", "event_"#).await;
+    assert!(error.contains("JSON ends too early"), "{error}");
+}
+
+#[tokio::test]
+async fn decode_wrong_field_type() {
+    let error = expect_decode_failure(
+        br#"{"order_id": "A-1", "event_type": "created", "amount_cents": "ten"}"#,
+    )
+    .await;
+    assert!(error.contains("JSON does not match the type"), "{error}");
+    assert!(
+        error.contains(r#"invalid type: string "ten", expected i64"#),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn decode_missing_field() {
+    let error = expect_decode_failure(br#"{"order_id": "A-1", "amount_cents": 5}"#).await;
+    assert!(error.contains("JSON does not match the type"), "{error}");
+    assert!(error.contains("missing field `event_type`"), "{error}");
+}
+
+#[tokio::test]
+async fn decode_non_utf8() {
+    let error = expect_decode_failure(b"{\"order_id\": \"\xff\xfe\"}").await;
+    assert!(error.contains("body is not valid UTF-8"), "{error}");
+    assert!(error.contains("invalid utf-8 sequence"), "{error}");
+}
+
+#[tokio::test]
+async fn decode_empty_body() {
+    let error = expect_decode_failure(b"").await;
+    assert_eq!(error, "cannot decode OrderEvent: body is empty");
+}
+
+#[tokio::test]
+async fn decode_array_instead_of_object() {
+    let error =
+        expect_decode_failure(br#"[{"order_id": "A-1", "event_type": "ok", "amount_cents": 1}]"#)
+            .await;
+    assert!(error.contains("JSON does not match the type"), "{error}");
+    assert!(
+        error.contains("invalid type: sequence, expected struct OrderEvent"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn decode_positional_array_is_not_a_struct() {
+    // serde would accept a struct as an array of field values in declaration
+    // order; a message body must be an object with named fields.
+    let error = expect_decode_failure(br#"["A-1", "ok", 1250]"#).await;
+    assert_eq!(
+        error,
+        "cannot decode OrderEvent: JSON does not match the type: invalid type: sequence, expected struct OrderEvent"
+    );
+    // Malformed JSON that starts like an array is still reported as such.
+    let error = expect_decode_failure(br#"["A-1",, "ok"]"#).await;
+    assert!(error.contains("body is not valid JSON"), "{error}");
+}
+
+#[test]
+fn decode_json_still_accepts_arrays_for_sequence_types() {
+    assert_eq!(decode_json::<Vec<u32>>(b"[1, 2]").unwrap(), vec![1, 2]);
+    assert_eq!(
+        decode_json::<(String, i64)>(br#"["a", 2]"#).unwrap(),
+        ("a".to_owned(), 2)
+    );
+    assert_eq!(
+        decode_json::<serde_json::Value>(b" [true]").unwrap(),
+        json!([true])
+    );
+    let batch: Vec<OrderEvent> =
+        decode_json(br#"[{"order_id": "A-1", "event_type": "ok", "amount_cents": 1}]"#).unwrap();
+    assert_eq!(batch.len(), 1);
+    assert_eq!(batch[0].order_id, "A-1");
+}
+
+#[tokio::test]
+async fn decode_failure_leaves_no_idempotency_record() {
+    let store = Arc::new(MemoryStore::new());
+    let s = setup_with_store(|_| {}, store.clone());
+    let outcome = s.harness.deliver_bytes(b"not json".to_vec()).await;
+    assert!(matches!(
+        outcome,
+        Outcome::DeadLetter {
+            kind: DeadLetterKind::Decode,
+            attempts: 1,
+            ..
+        }
+    ));
+    assert!(store.is_empty());
+    assert_eq!(s.calls(), 0);
+}
+
+// ---------------------------------------------------------------------------
+// Transient errors -> retry with doubling delay, then retries-exhausted
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn transient_errors_retry_three_times_then_dead_letter() {
+    let s = setup(|spec| {
+        spec.max_retries = 3;
+        spec.retry_delay = Duration::from_secs(1);
+    });
+    let expected_delays = [1, 2, 4];
+    for (attempt, secs) in (1..=3).zip(expected_delays) {
+        let outcome = s
+            .harness
+            .deliver(&delivery("A-1", "retry").attempt(attempt))
+            .await;
+        assert_eq!(
+            outcome,
+            Outcome::Retry {
+                attempt,
+                delay: Duration::from_secs(secs),
+                error: "upstream unavailable".into(),
+            }
+        );
+        // The key was released after each failure, so every attempt ran.
+        assert_eq!(s.calls(), attempt as usize);
+    }
+    let outcome = s
+        .harness
+        .deliver(&delivery("A-1", "retry").attempt(4))
+        .await;
+    assert_eq!(
+        outcome,
+        Outcome::DeadLetter {
+            kind: DeadLetterKind::RetriesExhausted,
+            error: "upstream unavailable".into(),
+            attempts: 4,
+        }
+    );
+    assert_eq!(s.calls(), 4);
+}
+
+#[tokio::test]
+async fn retry_delay_is_capped_at_ten_minutes() {
+    let s = setup(|spec| {
+        spec.max_retries = 100;
+        spec.retry_delay = Duration::from_secs(1);
+    });
+    for (attempt, delay) in [
+        (10, Duration::from_secs(512)),
+        (11, MAX_RETRY_DELAY),
+        (50, MAX_RETRY_DELAY),
+        (100, MAX_RETRY_DELAY),
+    ] {
+        let outcome = s
+            .harness
+            .deliver(&delivery("A-1", "retry").attempt(attempt))
+            .await;
+        assert_eq!(
+            outcome,
+            Outcome::Retry {
+                attempt,
+                delay,
+                error: "upstream unavailable".into(),
+            }
+        );
+    }
+    assert_eq!(MAX_RETRY_DELAY, Duration::from_secs(600));
+    let outcome = s
+        .harness
+        .deliver(&delivery("A-1", "retry").attempt(101))
+        .await;
+    assert!(matches!(
+        outcome,
+        Outcome::DeadLetter {
+            kind: DeadLetterKind::RetriesExhausted,
+            attempts: 101,
+            ..
+        }
+    ));
+    assert_eq!(s.calls(), 5);
+}
+
+#[tokio::test]
+async fn question_mark_on_a_std_error_is_transient() {
+    let s = setup(|_| {});
+    assert_eq!(
+        s.harness.deliver_json(&event("A-1", "io")).await,
+        Outcome::Retry {
+            attempt: 1,
+            delay: Duration::from_secs(1),
+            error: "connection reset by peer".into(),
+        }
+    );
+    // The error text carries the cause chain.
+    assert_eq!(
+        s.harness.deliver_json(&event("A-1", "io-chain")).await,
+        Outcome::Retry {
+            attempt: 1,
+            delay: Duration::from_secs(1),
+            error: "charge failed: connection reset by peer".into(),
+        }
+    );
+    assert_eq!(s.calls(), 2);
+}
+
+#[tokio::test]
+async fn transient_error_with_no_retries_is_retries_exhausted() {
+    let s = setup(|spec| spec.max_retries = 0);
+    assert_eq!(
+        s.harness.deliver_json(&event("A-1", "io")).await,
+        Outcome::DeadLetter {
+            kind: DeadLetterKind::RetriesExhausted,
+            error: "connection reset by peer".into(),
+            attempts: 1,
+        }
+    );
+    assert_eq!(s.calls(), 1);
+}
+
+// ---------------------------------------------------------------------------
+// Reject -> DLQ at once
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn reject_dead_letters_on_the_first_attempt() {
+    let s = setup(|spec| spec.max_retries = 3);
+    assert_eq!(
+        s.harness.deliver_json(&event("A-1", "reject")).await,
+        Outcome::DeadLetter {
+            kind: DeadLetterKind::Rejected,
+            error: "negative amount 1250".into(),
+            attempts: 1,
+        }
+    );
+    assert_eq!(s.calls(), 1);
+}
+
+#[tokio::test]
+async fn reject_on_a_later_attempt_counts_that_attempt() {
+    let s = setup(|spec| spec.max_retries = 3);
+    assert_eq!(
+        s.harness
+            .deliver(&delivery("A-1", "reject").attempt(3))
+            .await,
+        Outcome::DeadLetter {
+            kind: DeadLetterKind::Rejected,
+            error: "negative amount 1250".into(),
+            attempts: 3,
+        }
+    );
+    assert_eq!(s.calls(), 1);
+}
+
+// ---------------------------------------------------------------------------
+// Panics -> transient; contained
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn panic_is_retried_with_its_message() {
+    let s = setup(|spec| spec.max_retries = 3);
+    assert_eq!(
+        s.harness.deliver_json(&event("A-1", "panic")).await,
+        Outcome::Retry {
+            attempt: 1,
+            delay: Duration::from_secs(1),
+            error: "panic: kaboom".into(),
+        }
+    );
+    // The key was released: the retry runs the handler again.
+    assert_eq!(
+        s.harness
+            .deliver(&delivery("A-1", "panic").attempt(2))
+            .await,
+        Outcome::Retry {
+            attempt: 2,
+            delay: Duration::from_secs(2),
+            error: "panic: kaboom".into(),
+        }
+    );
+    // Retries used up by panics: the kind is retries-exhausted.
+    assert_eq!(
+        s.harness
+            .deliver(&delivery("A-1", "panic").attempt(4))
+            .await,
+        Outcome::DeadLetter {
+            kind: DeadLetterKind::RetriesExhausted,
+            error: "panic: kaboom".into(),
+            attempts: 4,
+        }
+    );
+    assert_eq!(s.calls(), 3);
+    // The process (and the pipeline) keeps working.
+    assert_eq!(
+        s.harness.deliver_json(&event("A-2", "ok")).await,
+        Outcome::Ack
+    );
+    assert_eq!(s.calls(), 4);
+}
+
+#[tokio::test]
+async fn panic_with_no_retries_is_dead_letter_panic() {
+    let s = setup(|spec| spec.max_retries = 0);
+    assert_eq!(
+        s.harness.deliver_json(&event("A-1", "panic")).await,
+        Outcome::DeadLetter {
+            kind: DeadLetterKind::Panic,
+            error: "panic: kaboom".into(),
+            attempts: 1,
+        }
+    );
+    assert_eq!(
+        s.harness.deliver_json(&event("A-2", "ok")).await,
+        Outcome::Ack
+    );
+    assert_eq!(s.calls(), 2);
+}
+
+#[tokio::test]
+async fn panic_with_a_string_payload() {
+    let s = setup(|spec| spec.max_retries = 0);
+    // `panic!("{}", order_id)` with a run-time value carries a `String`.
+    assert_eq!(
+        s.harness
+            .deliver_json(&event("kaboom at run time", "panic-string"))
+            .await,
+        Outcome::DeadLetter {
+            kind: DeadLetterKind::Panic,
+            error: "panic: kaboom at run time".into(),
+            attempts: 1,
+        }
+    );
+    assert_eq!(
+        s.harness.deliver_json(&event("A-1", "panic-other")).await,
+        Outcome::DeadLetter {
+            kind: DeadLetterKind::Panic,
+            error: "panic: (non-string panic payload)".into(),
+            attempts: 1,
+        }
+    );
+    assert_eq!(
+        s.harness.deliver_json(&event("A-2", "ok")).await,
+        Outcome::Ack
+    );
+    assert_eq!(s.calls(), 3);
+}
+
+// ---------------------------------------------------------------------------
+// Timeouts -> transient
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn timeout_is_retried() {
+    let s = setup(|spec| {
+        spec.timeout = Duration::from_millis(100);
+        spec.max_retries = 3;
+    });
+    let started = Instant::now();
+    assert_eq!(
+        s.harness.deliver_json(&event("A-1", "sleep")).await,
+        Outcome::Retry {
+            attempt: 1,
+            delay: Duration::from_secs(1),
+            error: "timeout after 100ms".into(),
+        }
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(
+        s.harness
+            .deliver(&delivery("A-1", "sleep").attempt(4))
+            .await,
+        Outcome::DeadLetter {
+            kind: DeadLetterKind::RetriesExhausted,
+            error: "timeout after 100ms".into(),
+            attempts: 4,
+        }
+    );
+    assert_eq!(s.calls(), 2);
+}
+
+#[tokio::test]
+async fn timeout_with_no_retries_is_dead_letter_timeout() {
+    let s = setup(|spec| {
+        spec.timeout = Duration::from_millis(100);
+        spec.max_retries = 0;
+    });
+    assert_eq!(
+        s.harness.deliver_json(&event("A-1", "sleep")).await,
+        Outcome::DeadLetter {
+            kind: DeadLetterKind::Timeout,
+            error: "timeout after 100ms".into(),
+            attempts: 1,
+        }
+    );
+    assert_eq!(s.calls(), 1);
+    // The pipeline keeps working after a timed-out handler.
+    assert_eq!(
+        s.harness.deliver_json(&event("A-1", "ok")).await,
+        Outcome::Ack
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Idempotency rows: duplicate, key busy, store unreachable
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn duplicate_after_success_skips_the_handler() {
+    let s = setup(|_| {});
+    assert_eq!(
+        s.harness.deliver_json(&event("A-1", "ok")).await,
+        Outcome::Ack
+    );
+    assert_eq!(
+        s.harness.deliver_json(&event("A-1", "ok")).await,
+        Outcome::Duplicate
+    );
+    // Also on a later attempt, and with other non-key fields.
+    let other_amount = json!({"order_id": "A-1", "event_type": "ok", "amount_cents": 99});
+    assert_eq!(
+        s.harness
+            .deliver(&TestDelivery::json(&other_amount).unwrap().attempt(2))
+            .await,
+        Outcome::Duplicate
+    );
+    assert_eq!(s.calls(), 1);
+    // Another business key is not a duplicate.
+    assert_eq!(
+        s.harness.deliver_json(&event("A-2", "ok")).await,
+        Outcome::Ack
+    );
+    assert_eq!(s.calls(), 2);
+}
+
+#[tokio::test]
+async fn no_idempotency_fields_means_no_duplicate_check() {
+    let store = Arc::new(MemoryStore::new());
+    let s = setup_with_store(|spec| spec.idempotency = &[], store.clone());
+    assert_eq!(
+        s.harness.deliver_json(&event("A-1", "ok")).await,
+        Outcome::Ack
+    );
+    assert_eq!(
+        s.harness.deliver_json(&event("A-1", "ok")).await,
+        Outcome::Ack
+    );
+    assert_eq!(s.calls(), 2);
+    assert!(store.is_empty());
+}
+
+#[tokio::test]
+async fn same_key_in_flight_is_requeued_as_busy() {
+    let s = setup(|spec| spec.retry_delay = Duration::from_millis(750));
+    let held = event("A-1", "hold");
+    let first = s.harness.deliver_json(&held);
+    let second = async {
+        s.gate.started.notified().await;
+        let outcome = s.harness.deliver_json(&event("A-1", "hold")).await;
+        s.gate.release.notify_one();
+        outcome
+    };
+    let (first, second) = tokio::time::timeout(Duration::from_secs(10), async {
+        tokio::join!(first, second)
+    })
+    .await
+    .expect("the held handler was released");
+    assert_eq!(first, Outcome::Ack);
+    assert_eq!(
+        second,
+        Outcome::Requeue {
+            delay: Duration::from_millis(750),
+            reason: RequeueReason::KeyBusy,
+        }
+    );
+    assert_eq!(s.calls(), 1);
+    // Once the first is done, the requeued copy is a duplicate.
+    assert_eq!(
+        s.harness.deliver_json(&event("A-1", "hold")).await,
+        Outcome::Duplicate
+    );
+    assert_eq!(s.calls(), 1);
+}
+
+#[tokio::test]
+async fn busy_requeue_does_not_change_the_attempt() {
+    let s = setup(|_| {});
+    let held = event("A-1", "hold");
+    let first = s.harness.deliver_json(&held);
+    let second = async {
+        s.gate.started.notified().await;
+        let outcome = s.harness.deliver(&delivery("A-1", "hold").attempt(3)).await;
+        s.gate.release.notify_one();
+        outcome
+    };
+    let (first, second) = tokio::time::timeout(Duration::from_secs(10), async {
+        tokio::join!(first, second)
+    })
+    .await
+    .expect("the held handler was released");
+    assert_eq!(first, Outcome::Ack);
+    // Not a Retry: the attempt is not counted, and the first delay is used.
+    assert_eq!(
+        second,
+        Outcome::Requeue {
+            delay: Duration::from_secs(1),
+            reason: RequeueReason::KeyBusy,
+        }
+    );
+    assert_eq!(s.calls(), 1);
+}
+
+#[tokio::test]
+async fn unreachable_store_requeues_without_calling_the_handler() {
+    let store = Arc::new(RedisStore::new("redis://127.0.0.1:1/").unwrap());
+    let s = setup_with_store(|spec| spec.retry_delay = Duration::from_secs(2), store);
+    let started = Instant::now();
+    let outcome = s.harness.deliver_json(&event("A-1", "ok")).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "an unreachable store must not hang the pipeline"
+    );
+    let Outcome::Requeue {
+        delay,
+        reason: RequeueReason::StoreUnavailable(error),
+    } = outcome
+    else {
+        panic!("expected Requeue(StoreUnavailable), got {outcome:?}");
+    };
+    assert_eq!(delay, Duration::from_secs(2));
+    assert!(error.contains("127.0.0.1:1"), "{error}");
+    assert_eq!(s.calls(), 0, "fail closed: the handler must not run");
+}
+
+// ---------------------------------------------------------------------------
+// Context
+// ---------------------------------------------------------------------------
+
+#[derive(Debug, Clone, PartialEq)]
+struct Seen {
+    queue: String,
+    attempt: u32,
+    message_id: Option<String>,
+    correlation_id: Option<String>,
+    redelivered: bool,
+    tenant: Option<AMQPValue>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Probe {
+    seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl Consumer for Probe {
+    type Message = OrderEvent;
+
+    fn spec(&self) -> ConsumerSpec {
+        base_spec()
+    }
+
+    fn decode(&self, body: &[u8]) -> Result<OrderEvent, DecodeError> {
+        decode_json(body)
+    }
+
+    fn idempotency_key(&self, msg: &OrderEvent, key: &mut KeyBuilder) {
+        key.push(&msg.order_id);
+        key.push(&msg.event_type);
+    }
+
+    fn handle(
+        &self,
+        msg: OrderEvent,
+        ctx: Context,
+    ) -> impl Future<Output = Result<(), HandlerError>> + Send + 'static {
+        let seen = self.seen.clone();
+        async move {
+            seen.lock().unwrap().push(Seen {
+                queue: ctx.queue().to_owned(),
+                attempt: ctx.attempt(),
+                message_id: ctx.message_id().map(str::to_owned),
+                correlation_id: ctx.correlation_id().map(str::to_owned),
+                redelivered: ctx.redelivered(),
+                tenant: ctx.header("x-tenant").cloned(),
+            });
+            ctx.publisher()
+                .publish_json(
+                    "events",
+                    "order.charged",
+                    &json!({"order_id": msg.order_id, "status": "charged"}),
+                )
+                .await?;
+            Ok(())
+        }
+    }
+}
+
+#[tokio::test]
+async fn context_carries_the_delivery_and_publishes() {
+    let probe = Probe::default();
+    let seen = probe.seen.clone();
+    let harness = TestHarness::new(probe);
+    let d = delivery("A-1", "charged")
+        .message_id("msg-1")
+        .correlation_id("corr-9")
+        .redelivered(true)
+        .header("x-tenant", AMQPValue::LongString("acme".into()))
+        .attempt(2);
+    assert_eq!(harness.deliver(&d).await, Outcome::Ack);
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec![Seen {
+            queue: "order".into(),
+            attempt: 2,
+            message_id: Some("msg-1".into()),
+            correlation_id: Some("corr-9".into()),
+            redelivered: true,
+            tenant: Some(AMQPValue::LongString("acme".into())),
+        }]
+    );
+    let published = harness.published();
+    assert_eq!(
+        published,
+        vec![Published {
+            exchange: "events".into(),
+            routing_key: "order.charged".into(),
+            body: serde_json::to_vec(&json!({"order_id": "A-1", "status": "charged"})).unwrap(),
+        }]
+    );
+    assert_eq!(
+        published[0].json::<serde_json::Value>().unwrap(),
+        json!({"order_id": "A-1", "status": "charged"})
+    );
+}
+
+#[tokio::test]
+async fn context_of_a_bare_delivery() {
+    let probe = Probe::default();
+    let seen = probe.seen.clone();
+    let harness = TestHarness::new(probe);
+    assert_eq!(
+        harness.deliver_json(&event("A-1", "charged")).await,
+        Outcome::Ack
+    );
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec![Seen {
+            queue: "order".into(),
+            attempt: 1,
+            message_id: None,
+            correlation_id: None,
+            redelivered: false,
+            tenant: None,
+        }]
+    );
+    assert_eq!(harness.published().len(), 1);
+    // A duplicate does not run the handler, so it publishes nothing.
+    assert_eq!(
+        harness.deliver_json(&event("A-1", "charged")).await,
+        Outcome::Duplicate
+    );
+    assert_eq!(seen.lock().unwrap().len(), 1);
+    assert_eq!(harness.published().len(), 1);
+}
+
+#[tokio::test]
+async fn renamed_queue_is_what_the_context_sees() {
+    let probe = Probe::default();
+    let seen = probe.seen.clone();
+    let mut spec = base_spec();
+    spec.rename_queue("order-renamed");
+    assert_eq!(spec.dlq, "dlq.order-renamed");
+    let harness = TestHarness::with_store(probe, spec, Arc::new(MemoryStore::new()));
+    assert_eq!(
+        harness.deliver_json(&event("A-1", "charged")).await,
+        Outcome::Ack
+    );
+    assert_eq!(seen.lock().unwrap()[0].queue, "order-renamed");
+}
+
+// ---------------------------------------------------------------------------
+// The attempt header
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn absent_attempt_header_means_attempt_one() {
+    let s = setup(|_| {});
+    // No x-mqkit-attempt header at all.
+    let d = delivery("A-1", "retry");
+    assert_eq!(
+        s.harness.deliver(&d).await,
+        Outcome::Retry {
+            attempt: 1,
+            delay: Duration::from_secs(1),
+            error: "upstream unavailable".into(),
+        }
+    );
+    let s = setup(|spec| spec.max_retries = 0);
+    assert_eq!(
+        s.harness.deliver_bytes(b"{}".to_vec()).await,
+        Outcome::DeadLetter {
+            kind: DeadLetterKind::Decode,
+            error: "cannot decode OrderEvent: JSON does not match the type: missing field `order_id` at line 1 column 2".into(),
+            attempts: 1,
+        }
+    );
+    assert_eq!(
+        s.harness.deliver(&d).await,
+        Outcome::DeadLetter {
+            kind: DeadLetterKind::RetriesExhausted,
+            error: "upstream unavailable".into(),
+            attempts: 1,
+        }
+    );
+}
+
+#[tokio::test]
+async fn attempt_header_in_other_integer_and_string_forms() {
+    let s = setup(|_| {});
+    for (value, attempt) in [
+        (AMQPValue::LongInt(2), 2),
+        (AMQPValue::ShortShortUInt(3), 3),
+        (AMQPValue::LongString("2".into()), 2),
+        (AMQPValue::LongLongInt(0), 1),
+        (AMQPValue::Boolean(true), 1),
+    ] {
+        let d = delivery("A-1", "retry").header("x-mqkit-attempt", value);
+        let outcome = s.harness.deliver(&d).await;
+        assert!(
+            matches!(outcome, Outcome::Retry { attempt: a, .. } if a == attempt),
+            "expected attempt {attempt}, got {outcome:?}"
+        );
+    }
+}
