@@ -5,7 +5,7 @@ use crate::consumer::SpecError;
 use crate::topology::TopologyError;
 
 /// A failure to start or keep running a service.
-#[derive(Debug, thiserror::Error)]
+#[derive(thiserror::Error)]
 pub enum Error {
     /// A configuration value is invalid.
     #[error("configuration: {0}")]
@@ -48,4 +48,12 @@ pub enum Error {
     /// The service's background task failed.
     #[error("mqkit's supervisor task stopped unexpectedly: {0}")]
     Supervisor(String),
+}
+
+/// The message, not the structure: `main() -> Result<(), mqkit::Error>`
+/// prints `Error: <Debug>`, and that should read as a sentence.
+impl std::fmt::Debug for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
 }

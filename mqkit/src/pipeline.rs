@@ -184,15 +184,15 @@ pub fn decode_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, DecodeError> {
     // declaration order; a message is an object with named fields, so a
     // top-level array is the wrong shape for a struct type (accepting it
     // would tie the meaning of a body to the Rust field order).
-    if text.trim_start().starts_with('[') {
-        if let Some(name) = struct_name::<T>() {
-            serde_json::from_str::<serde::de::IgnoredAny>(text).map_err(describe)?;
-            let expected = format!("struct {name}");
-            return Err(describe(serde::de::Error::invalid_type(
-                serde::de::Unexpected::Seq,
-                &expected.as_str(),
-            )));
-        }
+    if text.trim_start().starts_with('[')
+        && let Some(name) = struct_name::<T>()
+    {
+        serde_json::from_str::<serde::de::IgnoredAny>(text).map_err(describe)?;
+        let expected = format!("struct {name}");
+        return Err(describe(serde::de::Error::invalid_type(
+            serde::de::Unexpected::Seq,
+            &expected.as_str(),
+        )));
     }
     serde_json::from_str(text).map_err(describe)
 }
@@ -374,12 +374,12 @@ impl<C: Consumer> Pipeline<C> {
         let run = AssertUnwindSafe(self.consumer.handle(msg, ctx)).catch_unwind();
         let (error, kind_if_last) = match tokio::time::timeout(spec.timeout, run).await {
             Ok(Ok(Ok(()))) => {
-                if let Some(key) = &key {
-                    if let Err(e) = store.complete(key, spec.idempotency_ttl).await {
-                        // The side effects happened; acking is right. Only
-                        // duplicate suppression is weaker for this key.
-                        error!(queue = %spec.queue, message_id, key = %key, error = %e, "handler succeeded but the idempotency record could not be marked done");
-                    }
+                if let Some(key) = &key
+                    && let Err(e) = store.complete(key, spec.idempotency_ttl).await
+                {
+                    // The side effects happened; acking is right. Only
+                    // duplicate suppression is weaker for this key.
+                    error!(queue = %spec.queue, message_id, key = %key, error = %e, "handler succeeded but the idempotency record could not be marked done");
                 }
                 return Outcome::Ack;
             }
@@ -423,12 +423,12 @@ impl<C: Consumer> Pipeline<C> {
     }
 
     async fn release(&self, key: Option<&str>, message_id: &str) {
-        if let Some(key) = key {
-            if let Err(e) = self.deps.store.release(key).await {
-                // The lock expires after lock_ttl; until then the retry is
-                // requeued as busy rather than run twice at once.
-                warn!(queue = %self.spec.queue, message_id, key, error = %e, "could not release idempotency key after a failure");
-            }
+        if let Some(key) = key
+            && let Err(e) = self.deps.store.release(key).await
+        {
+            // The lock expires after lock_ttl; until then the retry is
+            // requeued as busy rather than run twice at once.
+            warn!(queue = %self.spec.queue, message_id, key, error = %e, "could not release idempotency key after a failure");
         }
     }
 }

@@ -207,10 +207,11 @@ impl Publisher {
         if let Inner::Broker(b) = &self.inner {
             let connection = b.state.lock().await.connection.clone();
             self.detach().await;
-            if let Some(c) = connection {
-                if Arc::strong_count(&c) == 1 && c.status().connected() {
-                    let _ = c.close(200, "OK".into()).await;
-                }
+            if let Some(c) = connection
+                && Arc::strong_count(&c) == 1
+                && c.status().connected()
+            {
+                let _ = c.close(200, "OK".into()).await;
             }
         }
     }
@@ -236,10 +237,10 @@ impl Publisher {
     pub(crate) async fn detach(&self) {
         if let Inner::Broker(b) = &self.inner {
             let mut state = b.state.lock().await;
-            if let Some(channel) = state.channel.take() {
-                if channel.status().connected() {
-                    let _ = channel.close(200, "OK".into()).await;
-                }
+            if let Some(channel) = state.channel.take()
+                && channel.status().connected()
+            {
+                let _ = channel.close(200, "OK".into()).await;
             }
             state.connection = None;
         }
@@ -324,10 +325,10 @@ impl BrokerPublisher {
     /// The open confirm channel, opening one if needed.
     async fn channel(&self) -> Result<Channel, lapin::Error> {
         let mut state = self.state.lock().await;
-        if let Some(channel) = &state.channel {
-            if channel.status().connected() {
-                return Ok(channel.clone());
-            }
+        if let Some(channel) = &state.channel
+            && channel.status().connected()
+        {
+            return Ok(channel.clone());
         }
         let Some(connection) = &state.connection else {
             return Err(lapin::Error::from(

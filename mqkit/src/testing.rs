@@ -24,7 +24,7 @@
 use std::sync::{Arc, Mutex};
 
 use lapin::BasicProperties;
-use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::types::{AMQPValue, ShortString};
 use serde::Serialize;
 
 use crate::consumer::{Consumer, ConsumerSpec};
@@ -65,11 +65,7 @@ impl TestDelivery {
 
     /// Sets a header.
     pub fn header(mut self, name: &str, value: AMQPValue) -> Self {
-        let mut headers = self
-            .properties
-            .headers()
-            .clone()
-            .unwrap_or_else(FieldTable::default);
+        let mut headers = self.properties.headers().clone().unwrap_or_default();
         headers.insert(ShortString::from(name), value);
         self.properties = self.properties.with_headers(headers);
         self

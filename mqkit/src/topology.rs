@@ -227,15 +227,15 @@ async fn declare_on(channel: &Channel, plan: &Plan) -> Result<(), TopologyError>
 }
 
 fn classify(what: &'static str, name: &str, source: lapin::Error) -> TopologyError {
-    if let lapin::ErrorKind::ProtocolError(e) = source.kind() {
-        if let Some(i) = parse_inequivalent(e.get_message().as_str()) {
-            return TopologyError::Inequivalent {
-                queue: name.to_owned(),
-                argument: i.argument,
-                current: i.current,
-                wanted: i.received,
-            };
-        }
+    if let lapin::ErrorKind::ProtocolError(e) = source.kind()
+        && let Some(i) = parse_inequivalent(e.get_message().as_str())
+    {
+        return TopologyError::Inequivalent {
+            queue: name.to_owned(),
+            argument: i.argument,
+            current: i.current,
+            wanted: i.received,
+        };
     }
     TopologyError::Declare {
         what,

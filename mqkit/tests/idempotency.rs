@@ -240,9 +240,7 @@ impl Backend {
     async fn value(&self, key: &str) -> Option<String> {
         match &self.kind {
             Kind::Memory(store) => {
-                if store.ttl(key).is_none() {
-                    return None;
-                }
+                store.ttl(key)?;
                 match store.claim(key, Duration::from_secs(1)).await.unwrap() {
                     Claim::Busy => Some("processing".into()),
                     Claim::Done => Some("done".into()),
@@ -279,17 +277,15 @@ impl Backend {
 
     /// Deletes this test's keys now and checks they are gone.
     async fn cleanup(self) {
-        if self.is_redis() {
+        if let Kind::Redis(pool) = &self.kind {
             let keys = self.keys().await;
-            if let Kind::Redis(pool) = &self.kind {
-                if !keys.is_empty() {
-                    let mut conn = pool.get().await.unwrap();
-                    let _: () = redis::cmd("DEL")
-                        .arg(&keys)
-                        .query_async(&mut *conn)
-                        .await
-                        .unwrap();
-                }
+            if !keys.is_empty() {
+                let mut conn = pool.get().await.unwrap();
+                let _: () = redis::cmd("DEL")
+                    .arg(&keys)
+                    .query_async(&mut *conn)
+                    .await
+                    .unwrap();
             }
             assert!(self.keys().await.is_empty());
         }

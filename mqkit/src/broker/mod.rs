@@ -81,6 +81,7 @@ impl Supervisor {
             }
         };
         self.declare_all(&connection).await?;
+        self.publisher.attach(connection.clone()).await;
         Ok(connection)
     }
 
@@ -137,6 +138,7 @@ impl Supervisor {
                 Ok(c) => match self.declare_all(&c).await {
                     Ok(()) => {
                         info!(attempt, "reconnected to RabbitMQ and re-declared topology");
+                        self.publisher.attach(c.clone()).await;
                         return Some(c);
                     }
                     Err(e) => {
@@ -150,7 +152,6 @@ impl Supervisor {
     }
 
     async fn session(&self, connection: Arc<Connection>) -> SessionEnd {
-        self.publisher.attach(connection.clone()).await;
         let stop = CancellationToken::new();
         let mut consumers = tokio::task::JoinSet::new();
         for p in &self.pipelines {
@@ -186,18 +187,18 @@ impl Supervisor {
         // handlers within the grace period before closing their channels.
         stop.cancel();
         while let Some(done) = consumers.join_next().await {
-            if let Ok(Err(e)) = done {
-                if matches!(end, SessionEnd::Shutdown) {
-                    warn!(error = %e, "consumer ended with an error during shutdown");
-                }
+            if let Ok(Err(e)) = done
+                && matches!(end, SessionEnd::Shutdown)
+            {
+                warn!(error = %e, "consumer ended with an error during shutdown");
             }
         }
         if matches!(end, SessionEnd::Shutdown | SessionEnd::Fatal(_)) {
             self.publisher.detach().await;
-            if connection.status().connected() {
-                if let Err(e) = connection.close(200, "OK".into()).await {
-                    warn!(error = %e, "closing the connection failed");
-                }
+            if connection.status().connected()
+                && let Err(e) = connection.close(200, "OK".into()).await
+            {
+                warn!(error = %e, "closing the connection failed");
             }
             info!("connection closed");
         }
