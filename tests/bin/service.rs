@@ -4,8 +4,10 @@
 //!
 //! Environment: the `MQKIT_*` variables, plus
 //! `TEST_QUEUE` (required), `TEST_DLX`, `TEST_PREFETCH`, `TEST_CONCURRENCY`,
-//! `TEST_HANDLER_MS` (handler duration), `TEST_EFFECTS_REDIS` (Redis URL for
-//! effect counters `effects:<queue>:<key>`; unset = no recording).
+//! `TEST_HANDLER_MS` (handler duration), `TEST_TIMEOUT_MS` (handler timeout,
+//! and so the idempotency lock TTL), `TEST_EFFECTS_REDIS` (Redis URL for
+//! effect counters `effects:<queue>:<key>` and handler start times
+//! `starts:<queue>` in ms since the epoch; unset = no recording).
 
 use std::time::Duration;
 
@@ -20,6 +22,18 @@ struct Event {
 
 #[mqkit::consumer(queue = "mqkit-test-service", idempotency = "key")]
 async fn on_event(evt: Event, ctx: mqkit::Context) -> Result<(), mqkit::HandlerError> {
+    if let Some(pool) = EFFECTS.get() {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0);
+        let mut conn = pool.get().await.map_err(mqkit::HandlerError::retry)?;
+        redis::cmd("RPUSH")
+            .arg(format!("starts:{}", ctx.queue()))
+            .arg(now.to_string())
+            .query_async::<i64>(&mut *conn)
+            .await?;
+    }
     let ms: u64 = std::env::var("TEST_HANDLER_MS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -71,6 +85,9 @@ async fn main() -> Result<(), mqkit::Error> {
             }
             if let Some(c) = env_num("TEST_CONCURRENCY") {
                 spec.concurrency = c;
+            }
+            if let Some(ms) = env_num("TEST_TIMEOUT_MS") {
+                spec.timeout = Duration::from_millis(ms);
             }
         })
         .run()

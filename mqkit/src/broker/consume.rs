@@ -44,12 +44,29 @@ pub(crate) enum ConsumeError {
     Fatal(Error),
 }
 
+/// Whether a stopping consumer waits for its in-flight handlers.
+#[derive(Debug, Clone)]
+pub(crate) struct Drain {
+    /// Cancelled on a shutdown request (as opposed to a lost connection).
+    pub(crate) shutdown: CancellationToken,
+    /// How long to wait for in-flight handlers on shutdown.
+    pub(crate) grace: Duration,
+}
+
+impl Drain {
+    /// The grace period if this stop is a shutdown; `None` when the session
+    /// is being replaced and in-flight handlers finish on their own.
+    fn grace(&self) -> Option<Duration> {
+        self.shutdown.is_cancelled().then_some(self.grace)
+    }
+}
+
 pub(crate) async fn run(
     connection: Arc<Connection>,
     pipeline: Arc<dyn ErasedPipeline>,
     publisher: Publisher,
     stop: CancellationToken,
-    grace: Duration,
+    drain: Drain,
 ) -> Result<(), ConsumeError> {
     let spec = pipeline.spec().clone();
     let queue = spec.queue.to_string();
@@ -131,11 +148,13 @@ pub(crate) async fn run(
         {
             warn!(queue = %queue, error = %e, "basic.cancel failed");
         }
-        if !tasks.is_empty() {
-            info!(queue = %queue, in_flight = tasks.len(), grace = ?grace, "waiting for in-flight handlers");
-        }
-        if tokio::time::timeout(grace, tasks.wait()).await.is_err() {
-            warn!(queue = %queue, abandoned = tasks.len(), "grace period over; abandoning unfinished handlers unacked (the broker redelivers them)");
+        if let Some(grace) = drain.grace() {
+            if !tasks.is_empty() {
+                info!(queue = %queue, in_flight = tasks.len(), grace = ?grace, "waiting for in-flight handlers");
+            }
+            if tokio::time::timeout(grace, tasks.wait()).await.is_err() {
+                warn!(queue = %queue, abandoned = tasks.len(), "grace period over; abandoning unfinished handlers unacked (the broker redelivers them)");
+            }
         }
         if channel.status().connected() {
             let _ = channel.close(200, "OK".into()).await;

@@ -128,7 +128,7 @@ impl Supervisor {
         let mut backoff = backoff();
         let mut attempt = 0u32;
         loop {
-            let delay = backoff.next().unwrap_or(Duration::from_secs(30));
+            let delay = backoff.next().unwrap_or(Duration::from_millis(1500));
             tokio::select! {
                 _ = self.shutdown.cancelled() => return None,
                 _ = tokio::time::sleep(delay) => {}
@@ -160,7 +160,10 @@ impl Supervisor {
                 p.clone(),
                 self.publisher.clone(),
                 stop.clone(),
-                self.config.shutdown_grace,
+                consume::Drain {
+                    shutdown: self.shutdown.clone(),
+                    grace: self.config.shutdown_grace,
+                },
             ));
         }
         self.state.send_replace(ConnectionState::Connected);
@@ -193,24 +196,32 @@ impl Supervisor {
                 warn!(error = %e, "consumer ended with an error during shutdown");
             }
         }
-        if matches!(end, SessionEnd::Shutdown | SessionEnd::Fatal(_)) {
+        // On shutdown the connection closes cleanly; when the session is
+        // replaced (a channel or the connection failed), closing it returns
+        // every unacked delivery of this session to its queue.
+        if !matches!(end, SessionEnd::Lost(_)) {
             self.publisher.detach().await;
-            if connection.status().connected()
-                && let Err(e) = connection.close(200, "OK".into()).await
-            {
-                warn!(error = %e, "closing the connection failed");
-            }
+        }
+        if connection.status().connected()
+            && let Err(e) = connection.close(200, "OK".into()).await
+        {
+            warn!(error = %e, "closing the connection failed");
+        }
+        if matches!(end, SessionEnd::Shutdown) {
             info!("connection closed");
         }
         end
     }
 }
 
-/// Capped exponential back-off with jitter: 200 ms doubling to 30 s.
+/// Capped exponential back-off with jitter: 100 ms doubling to 1.5 s, plus
+/// up to 100 % jitter. One connection per process makes a short cap cheap for
+/// the broker, and it bounds how long consumption stays down after the
+/// broker is back (under 3.5 s).
 fn backoff() -> impl Iterator<Item = Duration> {
     ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(200))
-        .with_max_delay(Duration::from_secs(30))
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_millis(1500))
         .with_jitter()
         .without_max_times()
         .build()

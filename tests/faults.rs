@@ -1,0 +1,791 @@
+//! Fault injection against the real services: broker restart, a killed
+//! consumer, a Redis outage, SIGTERM during slow handlers, and a frozen
+//! broker (missed heartbeats). Each test runs the `mqkit-test-service`
+//! binary, which records every side effect (`INCR effects:<queue>:<key>`) in
+//! a Redis that the test starts on a port of its own, so effects can be
+//! counted per business key. The tests run one at a time (they stop shared
+//! services) and restore every service they stop, even when they fail.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::{Broker, Cleanup, REDIS_URL, unique};
+use deadpool_redis::redis;
+use futures_util::StreamExt as _;
+use mqkit::ConsumerSpec;
+use serde_json::json;
+
+/// Fault tests stop shared services: never two at once.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+// ---------------------------------------------------------------- helpers
+
+/// A redis-server of the test's own, on a free port, stopped on drop.
+struct OwnRedis {
+    port: u16,
+    pool: deadpool_redis::Pool,
+}
+
+impl OwnRedis {
+    fn start() -> OwnRedis {
+        let port = free_port();
+        let redis = OwnRedis {
+            port,
+            pool: deadpool_redis::Config::from_url(format!("redis://127.0.0.1:{port}"))
+                .create_pool(Some(deadpool_redis::Runtime::Tokio1))
+                .unwrap(),
+        };
+        redis.resume();
+        redis
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts (or restarts) the server, empty.
+    fn resume(&self) {
+        let status = Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--daemonize",
+                "yes",
+            ])
+            .args([
+                "--pidfile",
+                &format!("/tmp/mqkit-test-redis-{}.pid", self.port),
+                "--logfile",
+                "",
+            ])
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.ping() {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server on {} did not start",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn stop(&self) {
+        let _ = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string(), "shutdown", "nosave"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+
+    fn ping(&self) -> bool {
+        Command::new("redis-cli")
+            .args(["-p", &self.port.to_string(), "ping"])
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "PONG")
+    }
+
+    /// Effect count per business key of `queue`.
+    async fn effects(&self, queue: &str) -> HashMap<String, i64> {
+        let mut conn = self.pool.get().await.unwrap();
+        let prefix = format!("effects:{queue}:");
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{prefix}*"))
+            .query_async(&mut *conn)
+            .await
+            .unwrap();
+        if keys.is_empty() {
+            return HashMap::new();
+        }
+        let values: Vec<i64> = redis::cmd("MGET")
+            .arg(&keys)
+            .query_async(&mut *conn)
+            .await
+            .unwrap();
+        keys.into_iter()
+            .map(|k| k[prefix.len()..].to_owned())
+            .zip(values)
+            .collect()
+    }
+
+    async fn total_effects(&self, queue: &str) -> i64 {
+        self.effects(queue).await.values().sum()
+    }
+
+    /// Handler start times (ms since the epoch).
+    async fn starts(&self, queue: &str) -> Vec<u128> {
+        let mut conn = self.pool.get().await.unwrap();
+        let v: Vec<String> = redis::cmd("LRANGE")
+            .arg(format!("starts:{queue}"))
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut *conn)
+            .await
+            .unwrap();
+        v.iter().map(|s| s.parse().unwrap()).collect()
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The test service process, with its log lines timestamped as they arrive.
+struct Service {
+    child: Child,
+    lines: Arc<Mutex<Vec<(Instant, String)>>>,
+}
+
+impl Service {
+    fn start(env: &[(&str, String)]) -> Service {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_mqkit-test-service"));
+        cmd.env("RUST_LOG", "info,mqkit=info")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().unwrap();
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push((Instant::now(), line));
+            }
+        });
+        Service { child, lines }
+    }
+
+    fn pid(&self) -> String {
+        self.child.id().to_string()
+    }
+
+    fn signal(&self, sig: &str) {
+        assert!(
+            Command::new("kill")
+                .args([sig, &self.pid()])
+                .status()
+                .unwrap()
+                .success()
+        );
+    }
+
+    /// Waits for exit; `None` if it is still running after `timeout`.
+    fn wait(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// When the first log line containing `text` arrived after `after`.
+    fn logged(&self, text: &str, after: Instant) -> Option<Instant> {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(t, l)| *t >= after && l.contains(text))
+            .map(|(t, _)| *t)
+    }
+
+    fn log(&self) -> String {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, l)| l.as_str())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Restores the broker on drop: resumes a frozen node and starts a stopped app.
+struct BrokerRestorer;
+
+impl Drop for BrokerRestorer {
+    fn drop(&mut self) {
+        if let Some(pid) = beam_pid() {
+            let _ = Command::new("kill").args(["-CONT", &pid]).status();
+        }
+        let _ = Command::new("rabbitmqctl")
+            .args(["start_app"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let _ = Command::new("rabbitmqctl")
+            .args(["await_startup", "--timeout", "60"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// The RabbitMQ node's OS process id.
+fn beam_pid() -> Option<String> {
+    let out = Command::new("pgrep")
+        .args(["-f", "beam.smp.*rabbit"])
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .map(str::to_owned)
+}
+
+fn rabbitmqctl(args: &[&str]) {
+    let out = Command::new("rabbitmqctl").args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "rabbitmqctl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The spec the service declares for `queue` (for cleanup and DLQ checks).
+fn service_spec(queue: &str) -> ConsumerSpec {
+    let mut spec = ConsumerSpec::new(queue.to_owned());
+    spec.idempotency = &["key"];
+    spec
+}
+
+fn service_env(
+    queue: &str,
+    effects: &OwnRedis,
+    idem_redis: &str,
+    extra: &[(&str, &str)],
+) -> Vec<(&'static str, String)> {
+    let mut env = vec![
+        ("TEST_QUEUE", queue.to_owned()),
+        ("TEST_DLX", format!("{queue}.dlx")),
+        ("TEST_EFFECTS_REDIS", effects.url()),
+        ("MQKIT_REDIS_URL", idem_redis.to_owned()),
+        ("MQKIT_AMQP_URL", common::AMQP_URL.to_owned()),
+    ];
+    for (k, v) in extra {
+        let k: &'static str = match *k {
+            "TEST_HANDLER_MS" => "TEST_HANDLER_MS",
+            "TEST_PREFETCH" => "TEST_PREFETCH",
+            "TEST_CONCURRENCY" => "TEST_CONCURRENCY",
+            "TEST_TIMEOUT_MS" => "TEST_TIMEOUT_MS",
+            "MQKIT_HEARTBEAT_SECS" => "MQKIT_HEARTBEAT_SECS",
+            "MQKIT_SHUTDOWN_GRACE_SECS" => "MQKIT_SHUTDOWN_GRACE_SECS",
+            other => panic!("unknown test variable {other}"),
+        };
+        env.push((k, (*v).to_owned()));
+    }
+    env
+}
+
+fn spec_with_dlx(queue: &str) -> ConsumerSpec {
+    let mut spec = service_spec(queue);
+    spec.dlx = format!("{queue}.dlx").into();
+    spec
+}
+
+/// Waits until the service has declared its queue and is consuming.
+async fn wait_consuming(service: &Service, since: Instant) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while service.logged("consuming", since).is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "service did not start consuming:\n{}",
+            service.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Publishes `n` events with keys `k0..k{n-1}`, 64 confirms in flight.
+async fn publish_keys(queue: &str, n: usize) {
+    let publisher = mqkit::Publisher::connect(common::AMQP_URL).await.unwrap();
+    futures_util::stream::iter(0..n)
+        .map(|i| {
+            let publisher = publisher.clone();
+            async move {
+                publisher
+                    .publish_json("", queue, &json!({"key": format!("k{i}")}))
+                    .await
+                    .unwrap()
+            }
+        })
+        .buffer_unordered(64)
+        .collect::<Vec<()>>()
+        .await;
+    publisher.close().await;
+}
+
+/// Waits until every one of `n` keys has an effect; returns the effects.
+async fn wait_all_effects(
+    effects: &OwnRedis,
+    queue: &str,
+    n: usize,
+    timeout: Duration,
+    service: &Service,
+) -> HashMap<String, i64> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let e = effects.effects(queue).await;
+        if e.len() >= n {
+            return e;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {n} keys got an effect; service log:\n{}",
+            e.len(),
+            service.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn assert_effects(effects: &HashMap<String, i64>, n: usize, max_doubles: usize) {
+    for i in 0..n {
+        let c = effects.get(&format!("k{i}")).copied().unwrap_or(0);
+        assert!(c >= 1, "key k{i} was lost");
+        assert!(c <= 2, "key k{i} had {c} effects");
+    }
+    let doubles = effects.values().filter(|c| **c == 2).count();
+    eprintln!(
+        "{} keys, {doubles} with 2 effects (bound {max_doubles})",
+        effects.len()
+    );
+    assert!(
+        doubles <= max_doubles,
+        "{doubles} keys had 2 effects (bound {max_doubles})"
+    );
+}
+
+async fn unacked(queue: &str) -> u64 {
+    let queue = queue.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let rows: Vec<serde_json::Value> = serde_json::from_str(&common::rabbitmqctl(&[
+            "list_queues",
+            "name",
+            "messages_unacknowledged",
+        ]))
+        .unwrap();
+        rows.iter()
+            .find(|r| r["name"] == queue.as_str())
+            .and_then(|r| r["messages_unacknowledged"].as_u64())
+            .unwrap_or(0)
+    })
+    .await
+    .unwrap()
+}
+
+/// Waits until the work queue and its delay queues hold nothing, ready or
+/// unacked, for 2 s in a row, so late redeliveries have shown up.
+async fn quiesce(queue: &str) {
+    let names: Vec<String> = mqkit::topology::plan(&service_spec(queue))
+        .queues
+        .into_iter()
+        .map(|q| q.name)
+        .filter(|n| !n.starts_with("dlq."))
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut quiet_since: Option<Instant> = None;
+    loop {
+        let rows: Vec<serde_json::Value> = tokio::task::spawn_blocking(|| {
+            serde_json::from_str(&common::rabbitmqctl(&["list_queues", "name", "messages"]))
+                .unwrap()
+        })
+        .await
+        .unwrap();
+        let busy: u64 = rows
+            .iter()
+            .filter(|r| names.iter().any(|n| r["name"] == n.as_str()))
+            .filter_map(|r| r["messages"].as_u64())
+            .sum();
+        if busy == 0 {
+            let since = *quiet_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= Duration::from_secs(2) {
+                return;
+            }
+        } else {
+            quiet_since = None;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "queues of {queue} never went quiet"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn wait_broker_accepting() -> Instant {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(c) =
+            lapin::Connection::connect(common::AMQP_URL, lapin::ConnectionProperties::default())
+                .await
+        {
+            let _ = c.close(200, "OK".into()).await;
+            return Instant::now();
+        }
+        assert!(Instant::now() < deadline, "broker did not come back");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+// ---------------------------------------------------------------- tests
+
+const N: usize = 5000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_restart_loses_nothing_and_resumes_quickly() {
+    let _serial = serial();
+    let _restore = BrokerRestorer;
+    let queue = unique("restart");
+    let _cleanup = Cleanup::specs(&[&spec_with_dlx(&queue)]);
+    let effects = OwnRedis::start();
+    let concurrency = 10;
+    let started = Instant::now();
+    let service = Service::start(&service_env(
+        &queue,
+        &effects,
+        REDIS_URL,
+        &[
+            ("TEST_HANDLER_MS", "3"),
+            ("TEST_PREFETCH", "10"),
+            ("TEST_TIMEOUT_MS", "3000"),
+        ],
+    ));
+    wait_consuming(&service, started).await;
+    publish_keys(&queue, N).await;
+    while effects.total_effects(&queue).await < 500 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let stopped = Instant::now();
+    tokio::task::spawn_blocking(|| rabbitmqctl(&["stop_app"]))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    tokio::task::spawn_blocking(|| rabbitmqctl(&["start_app"]))
+        .await
+        .unwrap();
+    let accepting = wait_broker_accepting().await;
+    let before = effects.total_effects(&queue).await;
+    let resumed = loop {
+        if effects.total_effects(&queue).await > before {
+            break Instant::now();
+        }
+        assert!(
+            accepting.elapsed() < Duration::from_secs(30),
+            "consumption did not resume:\n{}",
+            service.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    // Prefetch is in force again on the new channel.
+    let mut max_unacked = 0;
+    for _ in 0..5 {
+        max_unacked = max_unacked.max(unacked(&queue).await);
+    }
+    wait_all_effects(&effects, &queue, N, Duration::from_secs(120), &service).await;
+    quiesce(&queue).await;
+    let all = effects.effects(&queue).await;
+
+    assert!(
+        service
+            .logged("lost the RabbitMQ connection", stopped)
+            .is_some(),
+        "{}",
+        service.log()
+    );
+    assert!(
+        service.logged("reconnected to RabbitMQ", stopped).is_some(),
+        "{}",
+        service.log()
+    );
+    let resume_after = resumed.saturating_duration_since(accepting);
+    eprintln!(
+        "consumption resumed {resume_after:?} after the broker accepted connections; max unacked after recovery {max_unacked}"
+    );
+    assert!(
+        resume_after <= Duration::from_secs(5),
+        "resumed {resume_after:?} after the broker came back"
+    );
+    assert!(
+        max_unacked <= 10,
+        "unacked {max_unacked} > prefetch after recovery"
+    );
+    assert_effects(&all, N, concurrency);
+    assert_eq!(
+        Broker::connect().await.depth(&format!("dlq.{queue}")).await,
+        0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_consumer_loses_nothing() {
+    let _serial = serial();
+    let queue = unique("kill9");
+    let _cleanup = Cleanup::specs(&[&spec_with_dlx(&queue)]);
+    let effects = OwnRedis::start();
+    let concurrency = 10;
+    let env = service_env(
+        &queue,
+        &effects,
+        REDIS_URL,
+        &[
+            ("TEST_HANDLER_MS", "3"),
+            ("TEST_PREFETCH", "10"),
+            ("TEST_TIMEOUT_MS", "1000"),
+        ],
+    );
+    let started = Instant::now();
+    let mut first = Service::start(&env);
+    wait_consuming(&first, started).await;
+    publish_keys(&queue, N).await;
+    while effects.total_effects(&queue).await < 1000 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    first.signal("-KILL");
+    first.wait(Duration::from_secs(5)).unwrap();
+    let at_kill = effects.total_effects(&queue).await;
+    assert!(at_kill < N as i64, "the kill came after all work was done");
+
+    let restarted = Instant::now();
+    let second = Service::start(&env);
+    wait_consuming(&second, restarted).await;
+    wait_all_effects(&effects, &queue, N, Duration::from_secs(120), &second).await;
+    // Locks the killed process held expire after timeout + 5 s; until then
+    // their messages cycle through the delay queue. Count once all is quiet.
+    quiesce(&queue).await;
+    assert_effects(&effects.effects(&queue).await, N, concurrency);
+    let broker = Broker::connect().await;
+    assert_eq!(
+        broker.depth(&format!("dlq.{queue}")).await,
+        0,
+        "nothing in the DLQ"
+    );
+    drop(second);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_outage_fails_closed_and_loses_nothing() {
+    let _serial = serial();
+    let queue = unique("redis-outage");
+    let _cleanup = Cleanup::specs(&[&spec_with_dlx(&queue)]);
+    let effects = OwnRedis::start();
+    let idem = OwnRedis::start();
+    let n = 2000;
+    let started = Instant::now();
+    let service = Service::start(&service_env(
+        &queue,
+        &effects,
+        &idem.url(),
+        &[("TEST_HANDLER_MS", "5"), ("TEST_PREFETCH", "10")],
+    ));
+    wait_consuming(&service, started).await;
+    publish_keys(&queue, n).await;
+    while effects.total_effects(&queue).await < 300 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    idem.stop();
+    let stopped = Instant::now();
+    // Handlers that had claimed their key before the stop may finish.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let during_a = effects.starts(&queue).await.len();
+    tokio::time::sleep(Duration::from_millis(4400)).await;
+    let during_b = effects.starts(&queue).await.len();
+    idem.resume();
+    wait_all_effects(&effects, &queue, n, Duration::from_secs(120), &service).await;
+    quiesce(&queue).await;
+    let all = effects.effects(&queue).await;
+
+    assert!(
+        service
+            .logged("idempotency store unavailable", stopped)
+            .is_some(),
+        "{}",
+        service.log()
+    );
+    assert_eq!(during_a, during_b, "handlers ran while Redis was down");
+    for i in 0..n {
+        assert_eq!(all.get(&format!("k{i}")).copied(), Some(1), "key k{i}");
+    }
+    assert_eq!(
+        Broker::connect().await.depth(&format!("dlq.{queue}")).await,
+        0,
+        "nothing in the DLQ"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_in_flight_handlers_and_leaves_the_rest_queued() {
+    let _serial = serial();
+    let queue = unique("sigterm");
+    let _cleanup = Cleanup::specs(&[&spec_with_dlx(&queue)]);
+    let effects = OwnRedis::start();
+    let n = 40;
+    let env = service_env(
+        &queue,
+        &effects,
+        REDIS_URL,
+        &[
+            ("TEST_HANDLER_MS", "500"),
+            ("TEST_PREFETCH", "5"),
+            ("MQKIT_SHUTDOWN_GRACE_SECS", "10"),
+        ],
+    );
+    let started = Instant::now();
+    let mut service = Service::start(&env);
+    wait_consuming(&service, started).await;
+    publish_keys(&queue, n).await;
+    // Let a few handlers finish and 5 more start.
+    while effects.total_effects(&queue).await < 5 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let signalled_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    let signalled = Instant::now();
+    service.signal("-TERM");
+    let status = service
+        .wait(Duration::from_secs(10))
+        .expect("exits within the grace period");
+    let took = signalled.elapsed();
+    assert!(
+        status.success(),
+        "exit status {status:?}\n{}",
+        service.log()
+    );
+
+    let starts = effects.starts(&queue).await;
+    let done = effects.effects(&queue).await;
+    let total: i64 = done.values().sum();
+    // Every handler that started finished and recorded its effect once.
+    assert_eq!(starts.len() as i64, total, "in-flight handlers completed");
+    assert!(done.values().all(|c| *c == 1));
+    // The signal reaches the consumer loop within milliseconds; no handler
+    // starts after that.
+    let late: Vec<u128> = starts
+        .iter()
+        .copied()
+        .filter(|t| *t > signalled_ms + 50)
+        .collect();
+    assert!(
+        late.is_empty(),
+        "handlers started after SIGTERM at {signalled_ms}: {late:?}"
+    );
+    let broker = Broker::connect().await;
+    let left = broker.depth(&queue).await;
+    assert_eq!(left as i64, n as i64 - total, "the rest stay queued");
+    assert!(
+        left > 0,
+        "the test needs unprocessed messages at the signal"
+    );
+    eprintln!("SIGTERM: exited in {took:?} with {total} handled, {left} left queued");
+
+    // The next start handles the rest, with no duplicate effects.
+    let restarted = Instant::now();
+    let again = Service::start(&env);
+    wait_consuming(&again, restarted).await;
+    let all = wait_all_effects(&effects, &queue, n, Duration::from_secs(60), &again).await;
+    assert!(all.values().all(|c| *c == 1), "{all:?}");
+    assert_eq!(all.len(), n);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missed_heartbeats_are_noticed_and_the_service_reconnects() {
+    let _serial = serial();
+    let _restore = BrokerRestorer;
+    let queue = unique("heartbeat");
+    let _cleanup = Cleanup::specs(&[&spec_with_dlx(&queue)]);
+    let effects = OwnRedis::start();
+    let heartbeat = Duration::from_secs(2);
+    let started = Instant::now();
+    let service = Service::start(&service_env(
+        &queue,
+        &effects,
+        REDIS_URL,
+        &[("MQKIT_HEARTBEAT_SECS", "2")],
+    ));
+    wait_consuming(&service, started).await;
+
+    let pid = beam_pid().expect("RabbitMQ's beam.smp process");
+    assert!(
+        Command::new("kill")
+            .args(["-STOP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let frozen = Instant::now();
+    tokio::time::sleep(heartbeat * 4).await; // longer than 2 heartbeats
+    let noticed = service.logged("lost the RabbitMQ connection", frozen);
+    assert!(
+        Command::new("kill")
+            .args(["-CONT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let resumed = Instant::now();
+
+    let noticed = noticed
+        .unwrap_or_else(|| panic!("no connection loss logged while frozen:\n{}", service.log()));
+    let after = noticed - frozen;
+    eprintln!("missed heartbeats noticed {after:?} after the freeze (heartbeat {heartbeat:?})");
+    assert!(after <= heartbeat * 3, "noticed after {after:?}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while service.logged("reconnected to RabbitMQ", resumed).is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "no reconnect after the broker resumed:\n{}",
+            service.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // And it consumes again.
+    publish_keys(&queue, 10).await;
+    wait_all_effects(&effects, &queue, 10, Duration::from_secs(30), &service).await;
+}
