@@ -12,7 +12,7 @@ mod common;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::{Broker, Cleanup, REDIS_URL, unique};
@@ -22,11 +22,7 @@ use mqkit::ConsumerSpec;
 use serde_json::json;
 
 /// Fault tests stop shared services: never two at once.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 // ---------------------------------------------------------------- helpers
 
@@ -477,7 +473,7 @@ const N: usize = 5000;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_restart_loses_nothing_and_resumes_quickly() {
-    let _serial = serial();
+    let _serial = SERIAL.lock().await;
     let _restore = BrokerRestorer;
     let queue = unique("restart");
     let _cleanup = Cleanup::specs(&[&spec_with_dlx(&queue)]);
@@ -563,7 +559,7 @@ async fn broker_restart_loses_nothing_and_resumes_quickly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_consumer_loses_nothing() {
-    let _serial = serial();
+    let _serial = SERIAL.lock().await;
     let queue = unique("kill9");
     let _cleanup = Cleanup::specs(&[&spec_with_dlx(&queue)]);
     let effects = OwnRedis::start();
@@ -609,7 +605,7 @@ async fn a_killed_consumer_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_outage_fails_closed_and_loses_nothing() {
-    let _serial = serial();
+    let _serial = SERIAL.lock().await;
     let queue = unique("redis-outage");
     let _cleanup = Cleanup::specs(&[&spec_with_dlx(&queue)]);
     let effects = OwnRedis::start();
@@ -659,7 +655,7 @@ async fn a_redis_outage_fails_closed_and_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_in_flight_handlers_and_leaves_the_rest_queued() {
-    let _serial = serial();
+    let _serial = SERIAL.lock().await;
     let queue = unique("sigterm");
     let _cleanup = Cleanup::specs(&[&spec_with_dlx(&queue)]);
     let effects = OwnRedis::start();
@@ -736,7 +732,7 @@ async fn sigterm_drains_in_flight_handlers_and_leaves_the_rest_queued() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missed_heartbeats_are_noticed_and_the_service_reconnects() {
-    let _serial = serial();
+    let _serial = SERIAL.lock().await;
     let _restore = BrokerRestorer;
     let queue = unique("heartbeat");
     let _cleanup = Cleanup::specs(&[&spec_with_dlx(&queue)]);
