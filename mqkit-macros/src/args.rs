@@ -7,7 +7,6 @@ use std::time::Duration;
 use proc_macro2::{Span, TokenStream};
 use syn::parse::Parser;
 use syn::punctuated::Punctuated;
-use syn::spanned::Spanned;
 use syn::{Expr, ExprLit, Ident, Lit, LitInt, LitStr, Meta, Token};
 
 use crate::errors::Errors;
@@ -76,16 +75,18 @@ pub(crate) fn parse(attr: TokenStream, errors: &mut Errors) -> Args {
     };
     let mut seen: Vec<String> = Vec::new();
     for meta in metas {
+        // `queue("order")` is one mistake: say so once, not also "missing `queue`".
+        args.queue_written |= meta.path().is_ident("queue");
         let Meta::NameValue(nv) = meta else {
-            errors.push(syn::Error::new(
-                meta.span(),
+            errors.push(syn::Error::new_spanned(
+                &meta,
                 "expected `name = value`, e.g. `queue = \"order\"`",
             ));
             continue;
         };
         let Some(key) = nv.path.get_ident() else {
-            errors.push(syn::Error::new(
-                nv.path.span(),
+            errors.push(syn::Error::new_spanned(
+                &nv.path,
                 unknown_key_message("this path"),
             ));
             continue;
@@ -103,7 +104,6 @@ pub(crate) fn parse(attr: TokenStream, errors: &mut Errors) -> Args {
             continue;
         }
         seen.push(name.clone());
-        args.queue_written |= name == "queue";
         let value = &nv.value;
         let result = match name.as_str() {
             "queue" => name_arg(value, &name).map(|v| args.queue = Some(v)),
@@ -130,9 +130,9 @@ pub(crate) fn parse(attr: TokenStream, errors: &mut Errors) -> Args {
             }),
             "retry_delay" => duration_arg(value, &name).map(|v| args.retry_delay = Some(v)),
             "timeout" => duration_arg(value, &name).map(|v| args.timeout = Some(v)),
-            "max_retries" => int_arg::<u32>(value, &name, 0).map(|v| args.max_retries = Some(v)),
-            "prefetch" => int_arg::<u16>(value, &name, 1).map(|v| args.prefetch = Some(v)),
-            "concurrency" => int_arg::<u16>(value, &name, 1).map(|v| args.concurrency = Some(v)),
+            "max_retries" => int_arg(value, &name, 0, u32::MAX).map(|v| args.max_retries = Some(v)),
+            "prefetch" => int_arg(value, &name, 1, u16::MAX).map(|v| args.prefetch = Some(v)),
+            "concurrency" => int_arg(value, &name, 1, u16::MAX).map(|v| args.concurrency = Some(v)),
             _ => Ok(()),
         };
         if let Err(e) = result {
@@ -144,16 +144,16 @@ pub(crate) fn parse(attr: TokenStream, errors: &mut Errors) -> Args {
 }
 
 fn check_combinations(args: &Args, errors: &mut Errors) {
-    if let (Some(c), Some(p)) = (&args.concurrency, &args.prefetch) {
-        if c.value > p.value {
-            errors.push(syn::Error::new(
-                c.span,
-                format!(
-                    "`concurrency` ({}) cannot exceed `prefetch` ({}): a consumer never holds more than `prefetch` unacked messages",
-                    c.value, p.value
-                ),
-            ));
-        }
+    if let (Some(c), Some(p)) = (&args.concurrency, &args.prefetch)
+        && c.value > p.value
+    {
+        errors.push(syn::Error::new(
+            c.span,
+            format!(
+                "`concurrency` ({}) cannot exceed `prefetch` ({}): a consumer never holds more than `prefetch` unacked messages",
+                c.value, p.value
+            ),
+        ));
     }
     if args.exchange.is_none() {
         for (arg, name) in [
@@ -182,8 +182,8 @@ fn lit_str(value: &Expr, name: &str, example: &str) -> syn::Result<LitStr> {
         Expr::Lit(ExprLit {
             lit: Lit::Str(s), ..
         }) => Ok(s.clone()),
-        _ => Err(syn::Error::new(
-            value.span(),
+        _ => Err(syn::Error::new_spanned(
+            value,
             format!("`{name}` expects a string literal, like `{name} = {example}`"),
         )),
     }
@@ -246,11 +246,13 @@ fn choice_arg(value: &Expr, name: &str, choices: &[&str]) -> syn::Result<Arg<Str
 fn duration_arg(value: &Expr, name: &str) -> syn::Result<Arg<Duration>> {
     let lit = lit_str(value, name, "\"5s\"")?;
     let text = lit.value();
-    let d = humantime::parse_duration(&text).map_err(|e| {
+    // humantime's own messages ("expected number at 0") describe its parser,
+    // not the fix, so they are left out.
+    let d = humantime::parse_duration(&text).map_err(|_| {
         syn::Error::new(
             lit.span(),
             format!(
-                "`{name}` is not a duration ({e}); write a number with a unit, like \"250ms\", \"5s\", \"2m\" or \"24h\""
+                "`{name}` is not a duration: {text:?}; write a number with a unit, like \"250ms\", \"5s\", \"2m\" or \"24h\""
             ),
         )
     })?;
@@ -266,7 +268,7 @@ fn duration_arg(value: &Expr, name: &str) -> syn::Result<Arg<Duration>> {
     })
 }
 
-fn int_arg<T>(value: &Expr, name: &str, min: T) -> syn::Result<Arg<T>>
+fn int_arg<T>(value: &Expr, name: &str, min: T, max: T) -> syn::Result<Arg<T>>
 where
     T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
     T::Err: std::fmt::Display,
@@ -276,15 +278,23 @@ where
             lit: Lit::Int(i), ..
         }) => i,
         _ => {
-            return Err(syn::Error::new(
-                value.span(),
+            return Err(syn::Error::new_spanned(
+                value,
                 format!("`{name}` expects an integer, like `{name} = 10`"),
             ));
         }
     };
-    let v: T = lit
-        .base10_parse()
-        .map_err(|e| syn::Error::new(lit.span(), format!("`{name}` is out of range: {e}")))?;
+    // A negative literal fails to parse as unsigned ("invalid digit"):
+    // report it as what it is, below the minimum.
+    if lit.base10_digits().starts_with('-') {
+        return Err(syn::Error::new(
+            lit.span(),
+            format!("`{name}` must be at least {min}"),
+        ));
+    }
+    let v: T = lit.base10_parse().map_err(|_| {
+        syn::Error::new(lit.span(), format!("`{name}` is too large: at most {max}"))
+    })?;
     if v < min {
         return Err(syn::Error::new(
             lit.span(),
@@ -317,19 +327,21 @@ fn fields_arg(value: &Expr) -> syn::Result<Vec<Ident>> {
                 "`idempotency` has an empty field name; separate field names with single commas",
             ));
         }
-        let ident = syn::parse_str::<Ident>(part).map_err(|_| {
+        let mut ident = syn::parse_str::<Ident>(part).map_err(|_| {
             syn::Error::new(
                 lit.span(),
                 format!("`{part}` in `idempotency` is not a field name"),
             )
         })?;
-        if fields.iter().any(|f| *f == ident) {
+        if fields.contains(&ident) {
             return Err(syn::Error::new(
                 lit.span(),
                 format!("`{part}` appears twice in `idempotency`"),
             ));
         }
-        fields.push(Ident::new(part, lit.span()));
+        // `set_span`, not `Ident::new`, which panics on a raw `r#type`.
+        ident.set_span(lit.span());
+        fields.push(ident);
     }
     Ok(fields)
 }

@@ -4,10 +4,11 @@
 
 use std::time::Duration;
 
-use proc_macro2::TokenStream;
+use proc_macro2::{Span, TokenStream};
 use quote::{quote, quote_spanned};
-use syn::ItemFn;
+use syn::ext::IdentExt;
 use syn::spanned::Spanned;
+use syn::{Ident, ItemFn};
 
 use crate::args::{self, Args};
 use crate::errors::Errors;
@@ -19,9 +20,11 @@ pub(crate) fn consumer(attr: TokenStream, item: TokenStream) -> TokenStream {
     let args = args::parse(attr, &mut errors);
     let func: ItemFn = match syn::parse2(item.clone()) {
         Ok(func) => func,
-        Err(_) => {
+        Err(e) => {
+            // `e` is spanned where the item stops looking like a fn
+            // (`struct`, `impl`, …), which is the token to point at.
             errors.push(syn::Error::new(
-                proc_macro2::Span::call_site(),
+                e.span(),
                 "#[mqkit::consumer] goes on an `async fn`",
             ));
             return with_errors(item, errors);
@@ -66,24 +69,51 @@ fn expand(args: &Args, handler: &Handler<'_>) -> TokenStream {
             .unwrap_or_default()
     );
 
-    // Spanned on the user's type, so a type that is not DeserializeOwned is
-    // reported there.
+    // Spanned on the user's type, so a type that is not DeserializeOwned or
+    // not Send is reported there.
     let message_assoc = quote_spanned!(msg.span()=> type Message = #msg;);
-    let decode = quote_spanned!(msg.span()=>
-        ::mqkit::__private::decode_json::<#msg>(body)
-    );
-    let pushes = args
-        .idempotency
-        .iter()
-        .map(|field| quote_spanned!(field.span()=> key.push(&msg.#field);));
-    let call = if handler.takes_context {
-        quote!(#name(msg, ctx))
-    } else {
-        quote!({ drop(ctx); #name(msg) })
+    // Each push sits on the `idempotency` literal, so a missing field or a
+    // field that is not Display is reported there. Mixed-site hygiene (with
+    // the parameters named to match) marks the tokens as macro-made, so
+    // rustc does not offer to replace the whole literal with a field name it
+    // guessed; field access itself ignores hygiene.
+    let msg_param = Ident::new("msg", Span::mixed_site());
+    let key_param = Ident::new("key", Span::mixed_site());
+    let pushes = args.idempotency.iter().map(|field| {
+        let span = Span::mixed_site().located_at(field.span());
+        let mut field = field.clone();
+        field.set_span(span);
+        let msg_param = Ident::new("msg", span);
+        let key_param = Ident::new("key", span);
+        quote_spanned!(span=> #key_param.push(&#msg_param.#field);)
+    });
+    // The arguments carry the user's spans: a message type that is not Send,
+    // or a `Context` that is not mqkit's, is reported in the signature.
+    let msg_arg = quote_spanned!(msg.span()=> msg);
+    let call = match handler.context {
+        Some(ctx_ty) => {
+            let ctx_arg = quote_spanned!(ctx_ty.span()=> ctx);
+            quote!(#name(#msg_arg, #ctx_arg))
+        }
+        None => quote!({ drop(ctx); #name(#msg_arg) }),
     };
     let into_error = quote_spanned!(err.span()=>
         ::mqkit::__private::into_handler_error::<#err>(e)
     );
+    // A handler whose future is not Send is reported on its `async`, not on
+    // the attribute: both the future and the return type that requires Send
+    // carry that span.
+    let async_span = func.sig.asyncness.map_or_else(|| name.span(), |a| a.span);
+    let handle_output = quote_spanned!(async_span=>
+        impl ::core::future::Future<Output = ::core::result::Result<(), ::mqkit::__private::HandlerError>> + ::core::marker::Send + 'static
+    );
+    let handle_body = quote! {
+        match #call.await {
+            ::core::result::Result::Ok(()) => ::core::result::Result::Ok(()),
+            ::core::result::Result::Err(e) => ::core::result::Result::Err(#into_error),
+        }
+    };
+    let handle_future = quote_spanned!(async_span=> async move { #handle_body });
 
     quote! {
         #func
@@ -104,11 +134,19 @@ fn expand(args: &Args, handler: &Handler<'_>) -> TokenStream {
                 }
 
                 fn decode(&self, body: &[u8]) -> ::core::result::Result<#msg, ::mqkit::__private::DecodeError> {
-                    #decode
+                    // Generic over the consumer, so `DeserializeOwned` comes from
+                    // the trait's bound on `Message`: a type without it is
+                    // reported once, on `type Message`, not again here.
+                    fn decode_message<C: ::mqkit::__private::Consumer>(
+                        body: &[u8],
+                    ) -> ::core::result::Result<C::Message, ::mqkit::__private::DecodeError> {
+                        ::mqkit::__private::decode_json::<C::Message>(body)
+                    }
+                    decode_message::<Self>(body)
                 }
 
                 #[allow(unused_variables)]
-                fn idempotency_key(&self, msg: &#msg, key: &mut ::mqkit::__private::KeyBuilder) {
+                fn idempotency_key(&self, #msg_param: &#msg, #key_param: &mut ::mqkit::__private::KeyBuilder) {
                     #(#pushes)*
                 }
 
@@ -116,13 +154,8 @@ fn expand(args: &Args, handler: &Handler<'_>) -> TokenStream {
                     &self,
                     msg: #msg,
                     ctx: ::mqkit::__private::Context,
-                ) -> impl ::core::future::Future<Output = ::core::result::Result<(), ::mqkit::__private::HandlerError>> + ::core::marker::Send + 'static {
-                    async move {
-                        match #call.await {
-                            ::core::result::Result::Ok(()) => ::core::result::Result::Ok(()),
-                            ::core::result::Result::Err(e) => ::core::result::Result::Err(#into_error),
-                        }
-                    }
+                ) -> #handle_output {
+                    #handle_future
                 }
             }
 
@@ -148,7 +181,7 @@ fn spec_tokens(args: &Args) -> TokenStream {
         .dlq
         .as_ref()
         .map_or_else(|| format!("dlq.{queue}"), |a| a.value.clone());
-    let fields = args.idempotency.iter().map(|f| f.to_string());
+    let fields = args.idempotency.iter().map(|f| f.unraw().to_string());
     let idempotency_ttl = duration(
         args.idempotency_ttl
             .as_ref()

@@ -5,7 +5,6 @@
 //! describing what `expand` needs.
 
 use proc_macro2::Span;
-use syn::spanned::Spanned;
 use syn::{FnArg, GenericArgument, ItemFn, PathArguments, ReturnType, Type};
 
 use crate::args::Args;
@@ -16,8 +15,8 @@ pub(crate) struct Handler<'a> {
     pub(crate) func: &'a ItemFn,
     /// `T` of the message parameter.
     pub(crate) message: &'a Type,
-    /// Whether the handler takes a `Context` second.
-    pub(crate) takes_context: bool,
+    /// The `Context` type of the second parameter, when there is one.
+    pub(crate) context: Option<&'a Type>,
     /// `E` of `Result<(), E>`.
     pub(crate) error: &'a Type,
 }
@@ -63,30 +62,27 @@ pub(crate) fn handler<'a>(
         );
     }
     if let Some(abi) = &sig.abi {
-        fail(
-            errors,
-            abi.span(),
-            "a consumer handler cannot have an ABI".to_owned(),
-        );
+        errors.push(syn::Error::new_spanned(
+            abi,
+            "a consumer handler cannot have an ABI",
+        ));
     }
     if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
-        fail(
-            errors,
-            sig.generics.span(),
-            "a consumer handler cannot be generic: the message type must be concrete".to_owned(),
-        );
+        errors.push(syn::Error::new_spanned(
+            &sig.generics,
+            "a consumer handler cannot be generic: the message type must be concrete",
+        ));
     }
     if let Some(v) = &sig.variadic {
-        fail(
-            errors,
-            v.span(),
-            "a consumer handler cannot be variadic".to_owned(),
-        );
+        errors.push(syn::Error::new_spanned(
+            v,
+            "a consumer handler cannot be variadic",
+        ));
     }
 
     let inputs: Vec<&FnArg> = sig.inputs.iter().collect();
     let mut message = None;
-    let mut takes_context = false;
+    let mut context = None;
     match inputs.as_slice() {
         [] => fail(
             errors,
@@ -96,14 +92,13 @@ pub(crate) fn handler<'a>(
         [first, rest @ ..] => {
             message = message_type(first, errors);
             if let Some(second) = rest.first() {
-                takes_context = context_param(second, errors);
+                context = context_param(second, errors);
             }
             for extra in rest.iter().skip(1) {
-                fail(
-                    errors,
-                    extra.span(),
+                errors.push(syn::Error::new_spanned(
+                    extra,
                     format!("too many parameters; {FORMS}"),
-                );
+                ));
             }
         }
     }
@@ -113,7 +108,7 @@ pub(crate) fn handler<'a>(
     Some(Handler {
         func,
         message: message?,
-        takes_context,
+        context,
         error,
     })
 }
@@ -121,23 +116,23 @@ pub(crate) fn handler<'a>(
 fn message_type<'a>(arg: &'a FnArg, errors: &mut Errors) -> Option<&'a Type> {
     match arg {
         FnArg::Receiver(r) => {
-            errors.push(syn::Error::new(
-                r.span(),
+            errors.push(syn::Error::new_spanned(
+                r,
                 "a consumer handler is a free function, not a method; take the message as the first parameter",
             ));
             None
         }
         FnArg::Typed(pt) => match &*pt.ty {
             Type::Reference(r) => {
-                errors.push(syn::Error::new(
-                    r.span(),
+                errors.push(syn::Error::new_spanned(
+                    r,
                     "the message must be taken by value (`msg: T`), not by reference",
                 ));
                 None
             }
             Type::ImplTrait(t) => {
-                errors.push(syn::Error::new(
-                    t.span(),
+                errors.push(syn::Error::new_spanned(
+                    t,
                     "the message type must be a concrete type that implements `serde::Deserialize`",
                 ));
                 None
@@ -147,13 +142,13 @@ fn message_type<'a>(arg: &'a FnArg, errors: &mut Errors) -> Option<&'a Type> {
     }
 }
 
-fn context_param(arg: &FnArg, errors: &mut Errors) -> bool {
+fn context_param<'a>(arg: &'a FnArg, errors: &mut Errors) -> Option<&'a Type> {
     let FnArg::Typed(pt) = arg else {
-        errors.push(syn::Error::new(
-            arg.span(),
+        errors.push(syn::Error::new_spanned(
+            arg,
             "the second parameter must be `ctx: mqkit::Context`",
         ));
-        return false;
+        return None;
     };
     let is_context = match &*pt.ty {
         Type::Path(p) => {
@@ -166,12 +161,12 @@ fn context_param(arg: &FnArg, errors: &mut Errors) -> bool {
         _ => false,
     };
     if !is_context {
-        errors.push(syn::Error::new(
-            pt.ty.span(),
+        errors.push(syn::Error::new_spanned(
+            &pt.ty,
             "the second parameter must be `mqkit::Context` (taken by value)",
         ));
     }
-    is_context
+    is_context.then_some(&*pt.ty)
 }
 
 /// `E` of `Result<(), E>`, or an error on the return type.
@@ -191,7 +186,7 @@ fn result_error_type<'a>(
         }
         ReturnType::Type(_, ty) => ty,
     };
-    let found = (|| {
+    let ok_err = (|| {
         let Type::Path(p) = &**ty else { return None };
         let last = p.path.segments.last()?;
         if last.ident != "Result" {
@@ -208,10 +203,24 @@ fn result_error_type<'a>(
         else {
             return None;
         };
-        matches!(ok, Type::Tuple(t) if t.elems.is_empty()).then_some(err)
+        Some((ok, err))
     })();
-    if found.is_none() {
-        errors.push(syn::Error::new(ty.span(), EXPECTED));
+    match ok_err {
+        None => {
+            errors.push(syn::Error::new_spanned(ty, EXPECTED));
+            None
+        }
+        Some((ok, err)) => {
+            if matches!(ok, Type::Tuple(t) if t.elems.is_empty()) {
+                Some(err)
+            } else {
+                // Point at the `Ok` type itself rather than at `Result`.
+                errors.push(syn::Error::new_spanned(
+                    ok,
+                    format!("the `Ok` type must be `()`: on success mqkit acks the message and has no use for a value; {EXPECTED}"),
+                ));
+                None
+            }
+        }
     }
-    found
 }
