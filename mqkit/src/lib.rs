@@ -94,3 +94,8 @@ pub mod __private {
         e.into()
     }
 }
+
+/// The README's Rust examples, compiled as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;

@@ -103,7 +103,12 @@ pub(crate) async fn run(
 
     let slots = Arc::new(Semaphore::new(usize::from(spec.concurrency)));
     let tasks = TaskTracker::new();
-    let spec = Arc::new(spec);
+    let worker = Arc::new(Worker {
+        counters: Counters::new(&queue),
+        pipeline,
+        spec,
+        publisher,
+    });
     let result = loop {
         // A free handler slot first, then a delivery: never more than
         // `concurrency` handlers, and no delivery taken that cannot start.
@@ -122,11 +127,9 @@ pub(crate) async fn run(
         };
         match next {
             Some(Ok(delivery)) => {
-                let pipeline = pipeline.clone();
-                let publisher = publisher.clone();
-                let spec = spec.clone();
+                let worker = worker.clone();
                 tasks.spawn(async move {
-                    handle(&*pipeline, &spec, &publisher, delivery).await;
+                    worker.handle(delivery).await;
                     drop(permit);
                 });
             }
@@ -163,174 +166,201 @@ pub(crate) async fn run(
     result
 }
 
-async fn handle(
-    pipeline: &dyn ErasedPipeline,
-    spec: &ConsumerSpec,
-    publisher: &Publisher,
-    delivery: Delivery,
-) {
-    let started = Instant::now();
-    let outcome = pipeline.process(&delivery).await;
-    let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-    let message_id = delivery
-        .properties
-        .message_id()
-        .as_ref()
-        .map(|s| s.as_str())
-        .unwrap_or("");
-    let attempt = attempt_of(&delivery.properties);
-    let queue = spec.queue.as_ref();
-    let name = outcome.name();
-    match &outcome {
-        Outcome::Ack => debug!(
-            queue,
-            message_id,
-            attempt,
-            outcome = name,
-            elapsed_ms,
-            "handled"
-        ),
-        Outcome::Duplicate => info!(
-            queue,
-            message_id,
-            attempt,
-            outcome = name,
-            elapsed_ms,
-            "duplicate skipped"
-        ),
-        Outcome::Retry { delay, error, .. } => {
-            warn!(queue, message_id, attempt, outcome = name, elapsed_ms, retry_in = ?delay, error = %error, "handler failed; retrying later")
-        }
-        Outcome::Requeue { delay, reason } => {
-            info!(queue, message_id, attempt, outcome = name, elapsed_ms, retry_in = ?delay, reason = %reason, "requeued without counting an attempt")
-        }
-        Outcome::DeadLetter {
-            kind,
-            error,
-            attempts,
-        } => {
-            error!(queue, message_id, attempt, outcome = name, elapsed_ms, kind = %kind, attempts, error = %error, "dead-lettered")
-        }
-    }
-    metrics::counter!("mqkit_messages_total", "queue" => queue.to_owned(), "outcome" => name)
-        .increment(1);
-    apply(spec, publisher, &delivery, outcome).await;
+/// What each delivery's task needs, shared behind one `Arc`.
+struct Worker {
+    pipeline: Arc<dyn ErasedPipeline>,
+    spec: ConsumerSpec,
+    publisher: Publisher,
+    counters: Counters,
 }
 
-/// Turns an outcome into ack / publish-then-ack / reject.
-async fn apply(spec: &ConsumerSpec, publisher: &Publisher, delivery: &Delivery, outcome: Outcome) {
-    let queue = spec.queue.as_ref();
-    match outcome {
-        Outcome::Ack | Outcome::Duplicate => ack(queue, delivery).await,
-        Outcome::Retry { attempt, delay, .. } => {
-            let next = i64::from(attempt.saturating_add(1));
-            let props = with_headers(&delivery.properties, |h| {
-                h.insert(ATTEMPT_HEADER.into(), AMQPValue::LongLongInt(next));
-            });
-            republish(queue, publisher, delivery, delay, props).await;
+/// Metric handles registered once per consumer, so the hot path allocates
+/// no label strings.
+struct Counters {
+    ack: metrics::Counter,
+    retry: metrics::Counter,
+    dead_letter: metrics::Counter,
+    duplicate: metrics::Counter,
+    requeue: metrics::Counter,
+    lost_ack: metrics::Counter,
+    lost_nack: metrics::Counter,
+    lost_reject: metrics::Counter,
+}
+
+impl Counters {
+    fn new(queue: &str) -> Self {
+        let outcome = |name: &'static str| metrics::counter!("mqkit_messages_total", "queue" => queue.to_owned(), "outcome" => name);
+        let lost = |kind: &'static str| metrics::counter!("mqkit_acks_lost_total", "queue" => queue.to_owned(), "kind" => kind);
+        Counters {
+            ack: outcome("ack"),
+            retry: outcome("retry"),
+            dead_letter: outcome("dead-letter"),
+            duplicate: outcome("duplicate"),
+            requeue: outcome("requeue"),
+            lost_ack: lost("ack"),
+            lost_nack: lost("nack"),
+            lost_reject: lost("reject"),
         }
-        Outcome::Requeue { delay, .. } => {
-            let props = delivery.properties.clone();
-            republish(queue, publisher, delivery, delay, props).await;
+    }
+
+    fn outcome(&self, outcome: &Outcome) -> &metrics::Counter {
+        match outcome {
+            Outcome::Ack => &self.ack,
+            Outcome::Retry { .. } => &self.retry,
+            Outcome::DeadLetter { .. } => &self.dead_letter,
+            Outcome::Duplicate => &self.duplicate,
+            Outcome::Requeue { .. } => &self.requeue,
         }
-        Outcome::DeadLetter {
-            kind,
-            error,
-            attempts,
-        } => {
-            let props = with_headers(&delivery.properties, |h| {
-                h.insert(
-                    H_ERROR.into(),
-                    AMQPValue::LongString(LongString::from(truncate(&error, MAX_ERROR_HEADER))),
-                );
-                h.insert(
-                    H_ERROR_KIND.into(),
-                    AMQPValue::LongString(kind.as_str().into()),
-                );
-                h.insert(H_ATTEMPTS.into(), AMQPValue::LongLongInt(attempts.into()));
-                h.insert(H_ORIGINAL_QUEUE.into(), AMQPValue::LongString(queue.into()));
-                h.insert(
-                    H_FAILED_AT.into(),
-                    AMQPValue::LongString(
-                        humantime::format_rfc3339_millis(SystemTime::now())
-                            .to_string()
-                            .into(),
-                    ),
-                );
-            });
-            match publisher
-                .publish_raw(&spec.dlx, &spec.dlq, &delivery.data, props, true)
-                .await
-            {
-                Ok(()) => ack(queue, delivery).await,
-                Err(e) => {
-                    // The broker's own dead-letter route (x-dead-letter-*
-                    // on the work queue) still catches it: nothing is lost.
-                    error!(queue, error = %e, "DLQ publish not confirmed; rejecting so the broker dead-letters the message");
-                    if !matches!(
-                        delivery
+    }
+}
+
+impl Worker {
+    async fn handle(&self, delivery: Delivery) {
+        let started = Instant::now();
+        let outcome = self.pipeline.process(&delivery).await;
+        let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let message_id = delivery
+            .properties
+            .message_id()
+            .as_ref()
+            .map(|s| s.as_str())
+            .unwrap_or("");
+        let attempt = attempt_of(&delivery.properties);
+        let queue = self.spec.queue.as_ref();
+        let name = outcome.name();
+        match &outcome {
+            Outcome::Ack => debug!(
+                queue,
+                message_id,
+                attempt,
+                outcome = name,
+                elapsed_ms,
+                "handled"
+            ),
+            Outcome::Duplicate => {
+                info!(
+                    queue,
+                    message_id,
+                    attempt,
+                    outcome = name,
+                    elapsed_ms,
+                    "duplicate skipped"
+                )
+            }
+            Outcome::Retry { delay, error, .. } => {
+                warn!(queue, message_id, attempt, outcome = name, elapsed_ms, retry_in = ?delay, error = %error, "handler failed; retrying later")
+            }
+            Outcome::Requeue { delay, reason } => {
+                info!(queue, message_id, attempt, outcome = name, elapsed_ms, retry_in = ?delay, reason = %reason, "requeued without counting an attempt")
+            }
+            Outcome::DeadLetter {
+                kind,
+                error,
+                attempts,
+            } => {
+                error!(queue, message_id, attempt, outcome = name, elapsed_ms, kind = %kind, attempts, error = %error, "dead-lettered")
+            }
+        }
+        self.counters.outcome(&outcome).increment(1);
+        self.apply(&delivery, outcome).await;
+    }
+
+    /// Turns an outcome into ack / publish-then-ack / reject.
+    async fn apply(&self, delivery: &Delivery, outcome: Outcome) {
+        let spec = &self.spec;
+        let queue = spec.queue.as_ref();
+        match outcome {
+            Outcome::Ack | Outcome::Duplicate => self.ack(delivery).await,
+            Outcome::Retry { attempt, delay, .. } => {
+                let next = i64::from(attempt.saturating_add(1));
+                let props = with_headers(&delivery.properties, |h| {
+                    h.insert(ATTEMPT_HEADER.into(), AMQPValue::LongLongInt(next));
+                });
+                self.republish(delivery, delay, props).await;
+            }
+            Outcome::Requeue { delay, .. } => {
+                let props = delivery.properties.clone();
+                self.republish(delivery, delay, props).await;
+            }
+            Outcome::DeadLetter {
+                kind,
+                error,
+                attempts,
+            } => {
+                let failed_at = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
+                let props = with_headers(&delivery.properties, |h| {
+                    let error = truncate(&error, MAX_ERROR_HEADER);
+                    h.insert(
+                        H_ERROR.into(),
+                        AMQPValue::LongString(LongString::from(error)),
+                    );
+                    h.insert(
+                        H_ERROR_KIND.into(),
+                        AMQPValue::LongString(kind.as_str().into()),
+                    );
+                    h.insert(H_ATTEMPTS.into(), AMQPValue::LongLongInt(attempts.into()));
+                    h.insert(H_ORIGINAL_QUEUE.into(), AMQPValue::LongString(queue.into()));
+                    h.insert(H_FAILED_AT.into(), AMQPValue::LongString(failed_at.into()));
+                });
+                match self
+                    .publisher
+                    .publish_raw(&spec.dlx, &spec.dlq, &delivery.data, props, true)
+                    .await
+                {
+                    Ok(()) => self.ack(delivery).await,
+                    Err(e) => {
+                        // The broker's own dead-letter route (x-dead-letter-*
+                        // on the work queue) still catches it: nothing is lost.
+                        error!(queue, error = %e, "DLQ publish not confirmed; rejecting so the broker dead-letters the message");
+                        let sent = delivery
                             .acker
                             .reject(BasicRejectOptions { requeue: false })
-                            .await,
-                        Ok(true)
-                    ) {
-                        lost_ack(queue, "reject");
+                            .await;
+                        if !matches!(sent, Ok(true)) {
+                            self.lost("reject", &self.counters.lost_reject);
+                        }
                     }
                 }
             }
         }
     }
-}
 
-async fn republish(
-    queue: &str,
-    publisher: &Publisher,
-    delivery: &Delivery,
-    delay: Duration,
-    props: BasicProperties,
-) {
-    let target = delay_queue_name(queue, delay);
-    match publisher
-        .publish_raw("", &target, &delivery.data, props, true)
-        .await
-    {
-        Ok(()) => ack(queue, delivery).await,
-        Err(e) => {
-            // Not lost: back to the work queue at once, attempt unchanged.
-            error!(queue, delay_queue = %target, error = %e, "could not publish to the delay queue; requeueing at once");
-            if !matches!(
-                delivery
-                    .acker
-                    .nack(BasicNackOptions {
-                        requeue: true,
-                        multiple: false
-                    })
-                    .await,
-                Ok(true)
-            ) {
-                lost_ack(queue, "nack");
+    async fn republish(&self, delivery: &Delivery, delay: Duration, props: BasicProperties) {
+        let queue = self.spec.queue.as_ref();
+        let target = delay_queue_name(queue, delay);
+        match self
+            .publisher
+            .publish_raw("", &target, &delivery.data, props, true)
+            .await
+        {
+            Ok(()) => self.ack(delivery).await,
+            Err(e) => {
+                // Not lost: back to the work queue at once, attempt unchanged.
+                error!(queue, delay_queue = %target, error = %e, "could not publish to the delay queue; requeueing at once");
+                let options = BasicNackOptions {
+                    requeue: true,
+                    multiple: false,
+                };
+                if !matches!(delivery.acker.nack(options).await, Ok(true)) {
+                    self.lost("nack", &self.counters.lost_nack);
+                }
             }
         }
     }
-}
 
-async fn ack(queue: &str, delivery: &Delivery) {
-    match delivery.acker.ack(BasicAckOptions::default()).await {
-        Ok(true) => {}
-        // The channel that delivered the message is gone: the broker will
-        // redeliver it, and the idempotency record keeps effects single.
-        Ok(false) | Err(_) => lost_ack(queue, "ack"),
+    async fn ack(&self, delivery: &Delivery) {
+        match delivery.acker.ack(BasicAckOptions::default()).await {
+            Ok(true) => {}
+            // The channel that delivered the message is gone: the broker will
+            // redeliver it, and the idempotency record keeps effects single.
+            Ok(false) | Err(_) => self.lost("ack", &self.counters.lost_ack),
+        }
     }
-}
 
-fn lost_ack(queue: &str, what: &'static str) {
-    warn!(
-        queue,
-        what,
-        "could not send {what}: the delivering channel is closed; the broker redelivers the message"
-    );
-    metrics::counter!("mqkit_acks_lost_total", "queue" => queue.to_owned(), "kind" => what)
-        .increment(1);
+    fn lost(&self, what: &'static str, counter: &metrics::Counter) {
+        warn!(queue = %self.spec.queue, what, "could not send {what}: the delivering channel is closed; the broker redelivers the message");
+        counter.increment(1);
+    }
 }
 
 fn with_headers(props: &BasicProperties, edit: impl FnOnce(&mut FieldTable)) -> BasicProperties {
