@@ -785,3 +785,65 @@ async fn missed_heartbeats_are_noticed_and_the_service_reconnects() {
     publish_keys(&queue, 10).await;
     wait_all_effects(&effects, &queue, 10, Duration::from_secs(30), &service).await;
 }
+
+/// Restores RabbitMQ's memory high watermark on drop.
+struct WatermarkRestorer;
+
+impl Drop for WatermarkRestorer {
+    fn drop(&mut self) {
+        let _ = Command::new("rabbitmqctl")
+            .args(["set_vm_memory_high_watermark", "0.4"])
+            .stdout(Stdio::null())
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocked_connection_makes_publishing_wait_instead_of_failing() {
+    let _serial = SERIAL.lock().await;
+    let _restore = WatermarkRestorer;
+    let broker = Broker::connect().await;
+    let queue = unique("blocked");
+    let _cleanup = Cleanup::specs(&[]).queue(&queue);
+    broker
+        .channel
+        .queue_declare(
+            queue.as_str().into(),
+            lapin::options::QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    let publisher = mqkit::Publisher::connect(common::AMQP_URL).await.unwrap();
+    publisher
+        .publish_json("", &queue, &json!({"n": 1}))
+        .await
+        .unwrap();
+
+    // A memory alarm: the broker blocks every connection that publishes.
+    tokio::task::spawn_blocking(|| rabbitmqctl(&["set_vm_memory_high_watermark", "0.0000001"]))
+        .await
+        .unwrap();
+    let (p, q) = (publisher.clone(), queue.clone());
+    let pending = tokio::spawn(async move { p.publish_json("", &q, &json!({"n": 2})).await });
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        !pending.is_finished(),
+        "publish returned while the connection was blocked: {:?}",
+        pending.await
+    );
+
+    tokio::task::spawn_blocking(|| rabbitmqctl(&["set_vm_memory_high_watermark", "0.4"]))
+        .await
+        .unwrap();
+    let result = tokio::time::timeout(Duration::from_secs(30), pending)
+        .await
+        .expect("publish completes once unblocked")
+        .unwrap();
+    result.unwrap();
+    assert_eq!(broker.depth(&queue).await, 2, "both messages arrived");
+    publisher.close().await;
+}

@@ -280,7 +280,7 @@ impl Publisher {
             }
         };
         let channel = b.channel().await.map_err(amqp)?;
-        wait_while_blocked(&b.state).await;
+        b.wait_while_blocked().await;
         let confirm = channel
             .basic_publish(
                 exchange_s,
@@ -294,13 +294,25 @@ impl Publisher {
             )
             .await
             .map_err(amqp)?;
-        let confirmation = match tokio::time::timeout(CONFIRM_TIMEOUT, confirm).await {
-            Ok(c) => c.map_err(amqp)?,
-            Err(_) => {
-                return Err(PublishError::ConfirmTimeout {
-                    exchange: exchange.to_owned(),
-                    timeout: CONFIRM_TIMEOUT,
-                });
+        // A blocked connection (resource alarm) holds the message until the
+        // alarm clears: keep waiting then, rather than failing the publish.
+        tokio::pin!(confirm);
+        let confirmation = loop {
+            match tokio::time::timeout(CONFIRM_TIMEOUT, &mut confirm).await {
+                Ok(c) => break c.map_err(amqp)?,
+                Err(_) if b.blocked().await => {
+                    warn!(
+                        exchange,
+                        routing_key,
+                        "still waiting for a confirm: the broker blocks this connection"
+                    );
+                }
+                Err(_) => {
+                    return Err(PublishError::ConfirmTimeout {
+                        exchange: exchange.to_owned(),
+                        timeout: CONFIRM_TIMEOUT,
+                    });
+                }
             }
         };
         match confirmation {
@@ -348,26 +360,27 @@ impl BrokerPublisher {
     }
 }
 
-/// While the broker blocks the connection (memory or disk alarm), publishes
-/// wait here instead of piling up in the socket or failing.
-async fn wait_while_blocked(state: &AsyncMutex<PublisherState>) {
-    let mut warned = false;
-    loop {
-        let blocked = state
-            .lock()
-            .await
+impl BrokerPublisher {
+    async fn blocked(&self) -> bool {
+        let state = self.state.lock().await;
+        state
             .connection
             .as_ref()
-            .is_some_and(|c| c.status().blocked());
-        if !blocked {
-            return;
+            .is_some_and(|c| c.status().blocked())
+    }
+
+    /// While the broker blocks the connection (memory or disk alarm),
+    /// publishes wait here instead of piling up in the socket or failing.
+    async fn wait_while_blocked(&self) {
+        let mut warned = false;
+        while self.blocked().await {
+            if !warned {
+                warn!(
+                    "connection blocked by the broker (resource alarm); publishing waits until it is unblocked"
+                );
+                warned = true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        if !warned {
-            warn!(
-                "connection blocked by the broker (resource alarm); publishing waits until it is unblocked"
-            );
-            warned = true;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
