@@ -17,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::{Broker, Cleanup, REDIS_URL, unique};
 use deadpool_redis::redis;
-use futures_util::StreamExt as _;
+use futures_util::{FutureExt as _, StreamExt as _};
 use mqkit::ConsumerSpec;
 use serde_json::json;
 
@@ -846,4 +846,65 @@ async fn a_blocked_connection_makes_publishing_wait_instead_of_failing() {
     result.unwrap();
     assert_eq!(broker.depth(&queue).await, 2, "both messages arrived");
     publisher.close().await;
+}
+
+#[mqkit::consumer(queue = "readiness")]
+async fn readiness_handler(_evt: serde_json::Value) -> Result<(), mqkit::HandlerError> {
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_reports_not_connected_during_recovery() {
+    use mqkit::{ConnectionState, Consumer as _};
+    let _serial = SERIAL.lock().await;
+    let mut spec = readiness_handler {}.spec();
+    common::isolate(&mut spec, "readiness");
+    let _cleanup = Cleanup::specs(&[&spec]);
+    let s = spec.clone();
+    let running = mqkit::App::new()
+        .amqp_url(common::AMQP_URL)
+        .consumer_with(readiness_handler {}, move |x| *x = s)
+        .start()
+        .await
+        .unwrap();
+    assert!(running.is_ready());
+    let mut states = running.watch_state();
+
+    // An operator force-closes every client connection.
+    tokio::task::spawn_blocking(|| rabbitmqctl(&["close_all_connections", "mqkit readiness test"]))
+        .await
+        .unwrap();
+    let seen = tokio::time::timeout(
+        Duration::from_secs(10),
+        states
+            .wait_for(|s| *s == ConnectionState::Reconnecting)
+            .map(|r| r.is_ok()),
+    )
+    .await;
+    assert_eq!(seen.ok(), Some(true), "state never left Connected");
+    let back = tokio::time::timeout(
+        Duration::from_secs(15),
+        states
+            .wait_for(|s| *s == ConnectionState::Connected)
+            .map(|r| r.is_ok()),
+    )
+    .await;
+    assert_eq!(back.ok(), Some(true), "never reconnected");
+    assert!(running.is_ready());
+
+    // The recovered consumer and publisher work.
+    running
+        .publisher()
+        .publish_json("", &spec.queue, &json!({"n": 1}))
+        .await
+        .unwrap();
+    let broker = Broker::connect().await;
+    assert!(
+        common::eventually(Duration::from_secs(10), async || broker
+            .depth(&spec.queue)
+            .await
+            == 0)
+        .await
+    );
+    running.shutdown().await.unwrap();
 }

@@ -226,7 +226,24 @@ impl App {
             shutdown: shutdown.clone(),
         };
         let connection = supervisor.startup().await?;
-        let task = tokio::spawn(supervisor.run(connection));
+        let mut task = tokio::spawn(supervisor.run(connection));
+        // Return once every consumer is consuming, or with the error that
+        // stopped them (e.g. access refused on a queue).
+        let mut ready = state_rx.clone();
+        tokio::select! {
+            connected = ready.wait_for(|s| *s == ConnectionState::Connected) => {
+                if connected.is_err() {
+                    return Err(Error::Supervisor("stopped during startup".to_owned()));
+                }
+            }
+            ended = &mut task => {
+                return match ended {
+                    Ok(Ok(())) => Err(Error::Supervisor("stopped during startup".to_owned())),
+                    Ok(Err(e)) => Err(e),
+                    Err(e) => Err(Error::Supervisor(e.to_string())),
+                };
+            }
+        }
         Ok(Running {
             shutdown,
             task,

@@ -67,6 +67,7 @@ pub(crate) async fn run(
     publisher: Publisher,
     stop: CancellationToken,
     drain: Drain,
+    ready: tokio::sync::mpsc::Sender<()>,
 ) -> Result<(), ConsumeError> {
     let spec = pipeline.spec().clone();
     let queue = spec.queue.to_string();
@@ -100,6 +101,7 @@ pub(crate) async fn run(
             _ => lost("basic.consume failed", e),
         })?;
     info!(queue = %queue, prefetch = spec.prefetch, concurrency = spec.concurrency, "consuming");
+    let _ = ready.send(()).await;
 
     let slots = Arc::new(Semaphore::new(usize::from(spec.concurrency)));
     let tasks = TaskTracker::new();

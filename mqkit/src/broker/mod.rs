@@ -154,6 +154,7 @@ impl Supervisor {
     async fn session(&self, connection: Arc<Connection>) -> SessionEnd {
         let stop = CancellationToken::new();
         let mut consumers = tokio::task::JoinSet::new();
+        let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel(self.pipelines.len().max(1));
         for p in &self.pipelines {
             consumers.spawn(consume::run(
                 connection.clone(),
@@ -164,13 +165,22 @@ impl Supervisor {
                     shutdown: self.shutdown.clone(),
                     grace: self.config.shutdown_grace,
                 },
+                ready_tx.clone(),
             ));
         }
-        self.state.send_replace(ConnectionState::Connected);
+        drop(ready_tx);
+        // Ready (for probes and `start()`) once every consumer is consuming.
+        let mut starting = self.pipelines.len();
         let mut events = connection.events_listener();
         let end = loop {
             tokio::select! {
                 _ = self.shutdown.cancelled() => break SessionEnd::Shutdown,
+                Some(()) = ready_rx.recv(), if starting > 0 => {
+                    starting -= 1;
+                    if starting == 0 {
+                        self.state.send_replace(ConnectionState::Connected);
+                    }
+                }
                 event = events.next() => match event {
                     Some(Event::Error(e)) => break SessionEnd::Lost(e.to_string()),
                     Some(Event::ConnectionBlocked(reason)) => warn!(%reason, "broker blocked the connection (resource alarm); publishing waits"),
