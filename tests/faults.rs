@@ -805,18 +805,7 @@ async fn a_blocked_connection_makes_publishing_wait_instead_of_failing() {
     let broker = Broker::connect().await;
     let queue = unique("blocked");
     let _cleanup = Cleanup::specs(&[]).queue(&queue);
-    broker
-        .channel
-        .queue_declare(
-            queue.as_str().into(),
-            lapin::options::QueueDeclareOptions {
-                durable: true,
-                ..Default::default()
-            },
-            Default::default(),
-        )
-        .await
-        .unwrap();
+    broker.declare_queue(&queue, Default::default()).await;
     let publisher = mqkit::Publisher::connect(common::AMQP_URL).await.unwrap();
     publisher
         .publish_json("", &queue, &json!({"n": 1}))

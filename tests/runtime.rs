@@ -35,6 +35,23 @@ fn app() -> App {
         .shutdown_grace(Duration::from_secs(5))
 }
 
+/// Starts `consumer` alone on unique queue names; the guard deletes them.
+async fn start<C: Consumer>(
+    consumer: C,
+    name: &str,
+    app: App,
+) -> (ConsumerSpec, mqkit::Running, Cleanup) {
+    let spec = spec_of(&consumer, name, |_| {});
+    let cleanup = Cleanup::specs(&[&spec]);
+    let s = spec.clone();
+    let running = app
+        .consumer_with(consumer, move |x| *x = s)
+        .start()
+        .await
+        .unwrap();
+    (spec, running, cleanup)
+}
+
 fn spec_of<C: Consumer>(c: &C, name: &str, adjust: impl FnOnce(&mut ConsumerSpec)) -> ConsumerSpec {
     let mut spec = c.spec();
     isolate(&mut spec, name);
@@ -176,17 +193,8 @@ async fn an_existing_queue_with_other_arguments_is_a_clear_startup_error() {
     let _cleanup = Cleanup::specs(&[&spec]);
     // Someone declared the queue earlier without a dead-letter exchange.
     broker
-        .channel
-        .queue_declare(
-            spec.queue.as_ref().into(),
-            lapin::options::QueueDeclareOptions {
-                durable: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+        .declare_queue(&spec.queue, FieldTable::default())
+        .await;
     let s = spec.clone();
     let err = app()
         .consumer_with(topo {}, move |x| *x = s)
@@ -213,14 +221,7 @@ async fn good(e: Event) -> Result<(), HandlerError> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_good_messages_are_each_handled_once_and_acked() {
     let broker = Broker::connect().await;
-    let spec = spec_of(&good {}, "good", |_| {});
-    let _cleanup = Cleanup::specs(&[&spec]);
-    let s = spec.clone();
-    let running = app()
-        .consumer_with(good {}, move |x| *x = s)
-        .start()
-        .await
-        .unwrap();
+    let (spec, running, _cleanup) = start(good {}, "good", app()).await;
     let publisher = running.publisher().clone();
     for i in 0..1000 {
         publisher
@@ -269,14 +270,7 @@ async fn always_fails(_e: Event) -> Result<(), HandlerError> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transient_failure_is_retried_with_growing_delays_then_dead_lettered() {
     let broker = Broker::connect().await;
-    let spec = spec_of(&always_fails {}, "always-fails", |_| {});
-    let _cleanup = Cleanup::specs(&[&spec]);
-    let s = spec.clone();
-    let running = app()
-        .consumer_with(always_fails {}, move |x| *x = s)
-        .start()
-        .await
-        .unwrap();
+    let (spec, running, _cleanup) = start(always_fails {}, "always-fails", app()).await;
     let started = std::time::SystemTime::now();
     running
         .publisher()
@@ -363,14 +357,7 @@ async fn flaky(_e: Event, ctx: mqkit::Context) -> Result<(), HandlerError> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_handler_that_fails_once_then_succeeds_runs_twice() {
     let broker = Broker::connect().await;
-    let spec = spec_of(&flaky {}, "flaky", |_| {});
-    let _cleanup = Cleanup::specs(&[&spec]);
-    let s = spec.clone();
-    let running = app()
-        .consumer_with(flaky {}, move |x| *x = s)
-        .start()
-        .await
-        .unwrap();
+    let (spec, running, _cleanup) = start(flaky {}, "flaky", app()).await;
     running
         .publisher()
         .publish_json("", &spec.queue, &json!({"id": "f1", "amount": 1}))
@@ -411,14 +398,7 @@ async fn strict(e: Event) -> Result<(), HandlerError> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rejects_and_undecodable_bodies_go_to_the_dlq_after_one_attempt() {
     let broker = Broker::connect().await;
-    let spec = spec_of(&strict {}, "strict", |_| {});
-    let _cleanup = Cleanup::specs(&[&spec]);
-    let s = spec.clone();
-    let running = app()
-        .consumer_with(strict {}, move |x| *x = s)
-        .start()
-        .await
-        .unwrap();
+    let (spec, running, _cleanup) = start(strict {}, "strict", app()).await;
 
     let bodies: [(&str, &[u8]); 6] = [
         ("invalid-json", b"{\"id\": \"x\", "),
@@ -532,14 +512,7 @@ async fn keeps(_e: Event) -> Result<(), HandlerError> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dlq_copy_is_persistent_and_keeps_body_and_properties() {
     let broker = Broker::connect().await;
-    let spec = spec_of(&keeps {}, "keeps", |_| {});
-    let _cleanup = Cleanup::specs(&[&spec]);
-    let s = spec.clone();
-    let running = app()
-        .consumer_with(keeps {}, move |x| *x = s)
-        .start()
-        .await
-        .unwrap();
+    let (spec, running, _cleanup) = start(keeps {}, "keeps", app()).await;
     let mut headers = FieldTable::default();
     headers.insert("tenant".into(), AMQPValue::LongString("acme".into()));
     let props = BasicProperties::default()
@@ -609,15 +582,8 @@ async fn slow(_e: Event) -> Result<(), HandlerError> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prefetch_and_concurrency_bound_unacked_messages_and_running_handlers() {
-    let spec = spec_of(&slow {}, "slow", |_| {});
-    let _cleanup = Cleanup::specs(&[&spec]);
-    // Fill the queue first so the consumer could take far more than 5.
-    let s = spec.clone();
-    let running = app()
-        .consumer_with(slow {}, move |x| *x = s)
-        .start()
-        .await
-        .unwrap();
+    let (spec, running, _cleanup) = start(slow {}, "slow", app()).await;
+    // 100 waiting messages: the consumer could take far more than 5.
     for i in 0..100 {
         running
             .publisher()
@@ -668,15 +634,7 @@ async fn dedup(_e: Event) -> Result<(), HandlerError> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duplicate_business_events_with_new_message_ids_run_the_handler_once() {
     let broker = Broker::connect().await;
-    let spec = spec_of(&dedup {}, "dedup", |_| {});
-    let _cleanup = Cleanup::specs(&[&spec]);
-    let s = spec.clone();
-    let running = app()
-        .redis_url(REDIS_URL)
-        .consumer_with(dedup {}, move |x| *x = s)
-        .start()
-        .await
-        .unwrap();
+    let (spec, running, _cleanup) = start(dedup {}, "dedup", app().redis_url(REDIS_URL)).await;
     // publish_json gives each copy a fresh message id.
     for _ in 0..3 {
         running
@@ -738,18 +696,7 @@ async fn publish_json_is_confirmed_persistent_and_unroutable_is_an_error() {
     let broker = Broker::connect().await;
     let queue = unique("publish-target");
     let _cleanup = Cleanup::specs(&[]).queue(&queue);
-    broker
-        .channel
-        .queue_declare(
-            queue.as_str().into(),
-            lapin::options::QueueDeclareOptions {
-                durable: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    broker.declare_queue(&queue, FieldTable::default()).await;
     let publisher = mqkit::Publisher::connect(common::AMQP_URL).await.unwrap();
 
     publisher

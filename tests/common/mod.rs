@@ -58,6 +58,21 @@ impl Broker {
         }
     }
 
+    /// Declares a durable queue with `arguments`.
+    pub(crate) async fn declare_queue(&self, queue: &str, arguments: FieldTable) {
+        self.channel
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions {
+                    durable: true,
+                    ..QueueDeclareOptions::default()
+                },
+                arguments,
+            )
+            .await
+            .unwrap_or_else(|e| panic!("declare {queue}: {e}"));
+    }
+
     /// Ready messages in `queue` (passive declare).
     pub(crate) async fn depth(&self, queue: &str) -> u32 {
         let ch = self.connection.create_channel().await.unwrap();
