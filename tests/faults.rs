@@ -897,3 +897,52 @@ async fn readiness_reports_not_connected_during_recovery() {
     );
     running.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_signal_exits_at_once_and_loses_nothing() {
+    let _serial = SERIAL.lock().await;
+    let queue = unique("second-signal");
+    let _cleanup = Cleanup::specs(&[&spec_with_dlx(&queue)]);
+    let effects = OwnRedis::start();
+    let env = service_env(
+        &queue,
+        &effects,
+        REDIS_URL,
+        &[
+            ("TEST_HANDLER_MS", "20000"),
+            ("TEST_PREFETCH", "3"),
+            ("MQKIT_SHUTDOWN_GRACE_SECS", "60"),
+        ],
+    );
+    let started = Instant::now();
+    let mut service = Service::start(&env);
+    wait_consuming(&service, started).await;
+    publish_keys(&queue, 3).await;
+    while effects.starts(&queue).await.len() < 3 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    service.signal("-TERM");
+    // The first signal starts a graceful drain (60 s of grace for 20 s handlers).
+    assert!(
+        service.wait(Duration::from_millis(500)).is_none(),
+        "exited on the first signal"
+    );
+    let second = Instant::now();
+    service.signal("-INT");
+    let status = service
+        .wait(Duration::from_secs(5))
+        .expect("exits at once on the second signal");
+    eprintln!(
+        "second signal: exited after {:?} with {status:?}",
+        second.elapsed()
+    );
+    assert_eq!(status.code(), Some(130));
+    // The abandoned deliveries were never acked: all 3 are back in the queue.
+    assert_eq!(effects.total_effects(&queue).await, 0);
+    let broker = Broker::connect().await;
+    assert!(
+        common::eventually(Duration::from_secs(10), async || broker.depth(&queue).await
+            == 3)
+        .await
+    );
+}
