@@ -190,6 +190,8 @@ impl App {
             }
             queues.push(spec.queue.as_ref());
         }
+        // Dead-letter settings fail startup before anything connects.
+        let archiver = crate::dlq::prepare(&self.config, self.consumers.iter().map(|(s, _)| s))?;
         let store = match (self.store, &self.config.redis_url) {
             (Some(store), _) => store,
             (None, Some(url)) => {
@@ -226,7 +228,11 @@ impl App {
             shutdown: shutdown.clone(),
         };
         let connection = supervisor.startup().await?;
-        let mut task = tokio::spawn(supervisor.run(connection));
+        let mut task = tokio::spawn(crate::dlq::beside(
+            supervisor.run(connection),
+            archiver,
+            shutdown.clone(),
+        ));
         // Return once every consumer is consuming, or with the error that
         // stopped them (e.g. access refused on a queue).
         let mut ready = state_rx.clone();

@@ -24,6 +24,39 @@ pub struct Config {
     pub startup_timeout: Duration,
     /// The `connection_name` client property shown in the management UI.
     pub connection_name: String,
+    /// MySQL/MariaDB URL of the dead-letter archive (`MQKIT_DLQ_ARCHIVE_URL`):
+    /// set = every DLQ of the service's consumers is archived there (needs
+    /// the `dlq` feature); `None` = DLQs are left alone.
+    pub dlq_archive_url: Option<String>,
+    /// Webhook for dead-letter alerts (`MQKIT_DLQ_ALERT_WEBHOOK`, `http://`);
+    /// needs [`Config::dlq_archive_url`], since alerts come from the archiver.
+    pub dlq_alert_webhook: Option<String>,
+    /// Timings of the archiver and its alerts (not read from the environment).
+    pub dlq_tuning: DlqTuning,
+}
+
+/// Timings of the dead-letter archiver and its alerts. The defaults suit
+/// production; tests shorten them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DlqTuning {
+    /// At most one alert per queue per window; dead letters arriving within
+    /// it are folded into the next alert's count. Default 60 s.
+    pub alert_window: Duration,
+    /// How long one webhook POST may take. Default 5 s.
+    pub alert_timeout: Duration,
+    /// How long a dead letter that could not be stored is held before it is
+    /// nacked back to its DLQ (so an archive outage is no hot loop). Default 5 s.
+    pub retry_delay: Duration,
+}
+
+impl Default for DlqTuning {
+    fn default() -> Self {
+        DlqTuning {
+            alert_window: Duration::from_secs(60),
+            alert_timeout: Duration::from_secs(5),
+            retry_delay: Duration::from_secs(5),
+        }
+    }
 }
 
 impl std::fmt::Debug for Config {
@@ -35,6 +68,15 @@ impl std::fmt::Debug for Config {
             .field("shutdown_grace", &self.shutdown_grace)
             .field("startup_timeout", &self.startup_timeout)
             .field("connection_name", &self.connection_name)
+            .field(
+                "dlq_archive_url",
+                &self.dlq_archive_url.as_deref().map(mask_password),
+            )
+            .field(
+                "dlq_alert_webhook",
+                &self.dlq_alert_webhook.as_deref().map(mask_secrets),
+            )
+            .field("dlq_tuning", &self.dlq_tuning)
             .finish()
     }
 }
@@ -48,13 +90,17 @@ impl Default for Config {
             shutdown_grace: Duration::from_secs(30),
             startup_timeout: Duration::from_secs(15),
             connection_name: default_connection_name(),
+            dlq_archive_url: None,
+            dlq_alert_webhook: None,
+            dlq_tuning: DlqTuning::default(),
         }
     }
 }
 
 impl Config {
-    /// Reads `MQKIT_AMQP_URL`, `MQKIT_REDIS_URL`, `MQKIT_HEARTBEAT_SECS` and
-    /// `MQKIT_SHUTDOWN_GRACE_SECS`; unset variables keep their defaults.
+    /// Reads `MQKIT_AMQP_URL`, `MQKIT_REDIS_URL`, `MQKIT_HEARTBEAT_SECS`,
+    /// `MQKIT_SHUTDOWN_GRACE_SECS`, `MQKIT_DLQ_ARCHIVE_URL` and
+    /// `MQKIT_DLQ_ALERT_WEBHOOK`; unset variables keep their defaults.
     pub fn from_env() -> Result<Self, Error> {
         Self::from_lookup(|name| std::env::var(name).ok())
     }
@@ -66,6 +112,8 @@ impl Config {
             config.amqp_urls = split_urls(&urls);
         }
         config.redis_url = get("MQKIT_REDIS_URL").filter(|s| !s.trim().is_empty());
+        config.dlq_archive_url = get("MQKIT_DLQ_ARCHIVE_URL").filter(|s| !s.trim().is_empty());
+        config.dlq_alert_webhook = get("MQKIT_DLQ_ALERT_WEBHOOK").filter(|s| !s.trim().is_empty());
         if let Some(v) = get("MQKIT_HEARTBEAT_SECS") {
             config.heartbeat = Duration::from_secs(secs("MQKIT_HEARTBEAT_SECS", &v, 1, 3600)?);
         }
@@ -93,6 +141,24 @@ pub fn split_urls(urls: &str) -> Vec<String> {
         .filter(|s| !s.is_empty())
         .map(str::to_owned)
         .collect()
+}
+
+/// A URL for logs: password masked, and query values masked too (webhook
+/// URLs carry their secret there, e.g. `?key=…`).
+pub fn mask_secrets(url: &str) -> String {
+    let url = mask_password(url);
+    let Some((base, query)) = url.split_once('?') else {
+        return url;
+    };
+    let masked = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((k, _)) => format!("{k}=****"),
+            None => pair.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("&");
+    format!("{base}?{masked}")
 }
 
 fn secs(name: &str, value: &str, min: u64, max: u64) -> Result<u64, Error> {
@@ -130,6 +196,34 @@ mod tests {
         assert_eq!(c.shutdown_grace, Duration::from_secs(30));
         assert!(c.redis_url.is_some());
         assert!(!format!("{c:?}").contains("pw"));
+    }
+
+    #[test]
+    fn reads_the_dead_letter_variables_and_masks_them() {
+        let env = |name: &str| match name {
+            "MQKIT_DLQ_ARCHIVE_URL" => Some("mysql://root:dbpw@127.0.0.1:3306/test".to_owned()),
+            "MQKIT_DLQ_ALERT_WEBHOOK" => Some("http://127.0.0.1:9/hook?key=hookpw".to_owned()),
+            _ => None,
+        };
+        let c = Config::from_lookup(env).unwrap_or_default();
+        assert_eq!(
+            c.dlq_archive_url.as_deref(),
+            Some("mysql://root:dbpw@127.0.0.1:3306/test")
+        );
+        assert!(c.dlq_alert_webhook.is_some());
+        let shown = format!("{c:?}");
+        assert!(
+            !shown.contains("dbpw") && !shown.contains("hookpw"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("mysql://root:****@127.0.0.1:3306/test"),
+            "{shown}"
+        );
+        assert!(shown.contains("hook?key=****"), "{shown}");
+        assert_eq!(c.dlq_tuning.alert_window, Duration::from_secs(60));
+        let empty = Config::from_lookup(|_| None).unwrap_or_default();
+        assert_eq!(empty.dlq_archive_url, None);
     }
 
     #[test]

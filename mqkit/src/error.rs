@@ -48,6 +48,26 @@ pub enum Error {
     /// The service's background task failed.
     #[error("mqkit's supervisor task stopped unexpectedly: {0}")]
     Supervisor(String),
+    /// `MQKIT_DLQ_ALERT_WEBHOOK` is set without `MQKIT_DLQ_ARCHIVE_URL`.
+    #[error(
+        "MQKIT_DLQ_ALERT_WEBHOOK is set but MQKIT_DLQ_ARCHIVE_URL is not: alerts come from the dead-letter archiver, which runs only with an archive. Set MQKIT_DLQ_ARCHIVE_URL (mysql://user:password@host:3306/database) or unset MQKIT_DLQ_ALERT_WEBHOOK"
+    )]
+    AlertWithoutArchive,
+    /// `MQKIT_DLQ_ARCHIVE_URL` is set but mqkit was built without `dlq`.
+    #[error(
+        "MQKIT_DLQ_ARCHIVE_URL is set but this binary was built without mqkit's `dlq` feature, so it cannot archive dead letters. Enable the feature (mqkit = {{ version = \"0.1\", features = [\"dlq\"] }} in Cargo.toml) or unset MQKIT_DLQ_ARCHIVE_URL"
+    )]
+    DlqFeatureDisabled,
+    /// A dead-letter setting is invalid.
+    #[error("{variable}={value}: {problem}")]
+    DlqConfig {
+        /// The variable (`MQKIT_DLQ_ARCHIVE_URL`, `MQKIT_DLQ_ALERT_WEBHOOK`).
+        variable: &'static str,
+        /// Its value, secrets masked.
+        value: String,
+        /// What is wrong and what to do.
+        problem: String,
+    },
 }
 
 /// The message, not the structure: `main() -> Result<(), mqkit::Error>`

@@ -40,12 +40,20 @@
 //! | key being processed elsewhere, or store unreachable | [`Outcome::Requeue`]: delayed, not counted as an attempt |
 //!
 //! [`testing`] runs a consumer on a payload in memory, for your own tests.
+//!
+//! Dead letters: with the `dlq` feature and `MQKIT_DLQ_ARCHIVE_URL`,
+//! [`run`] archives every DLQ into MySQL/MariaDB and can alert a webhook;
+//! the `cli` feature builds the `mqkit` command (`mqkit dlq list|show|replay|purge`).
+//! See [`dlq`].
 
 pub mod app;
 pub mod broker;
+#[cfg(feature = "cli")]
+pub mod cli;
 pub mod config;
 pub mod consumer;
 pub mod context;
+pub mod dlq;
 pub mod error;
 pub mod handler;
 pub mod idempotency;
@@ -58,7 +66,7 @@ pub mod topology;
 
 pub use app::{App, Running, run};
 pub use broker::ConnectionState;
-pub use config::Config;
+pub use config::{Config, DlqTuning};
 pub use consumer::{Consumer, ConsumerSpec, DecodeError, ExchangeBinding, QueueType, Registration};
 pub use context::Context;
 pub use error::Error;

@@ -1,0 +1,452 @@
+//! The DLQ archiver: consumes every DLQ of the service's consumers (manual
+//! ack), stores one row per dead letter in MySQL/MariaDB (`super::store`),
+//! then acks; hands newly stored dead letters to the [alert](super::alert)
+//! task.
+//!
+//! Never acks what was not stored: when the insert fails (database down,
+//! refused), the delivery is held for `retry_delay` and nacked back to its
+//! DLQ. Storing is idempotent (`INSERT IGNORE` on the unique key original
+//! queue + message id + failed-at), so a redelivered dead letter yields no
+//! second row and no second alert.
+//!
+//! It has a connection of its own (connection name `<name> dlq-archiver`),
+//! with its own reconnect loop: the broker supervisor is untouched, the
+//! archiver's back-pressure (a slow or absent database) never shares a
+//! socket or flow control with the work consumers, and operators see it as
+//! a separate connection in the management UI. Entry point: [`Archiver`].
+
+use std::collections::HashMap;
+use std::str::FromStr as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use futures_util::StreamExt as _;
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{Connection, Event};
+use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use super::alert::{self, AlertEvent, AlertSettings};
+use super::http::Target;
+use super::store::{Row, insert, migrate};
+use crate::config::{Config, DlqTuning, mask_secrets};
+use crate::consumer::ConsumerSpec;
+use crate::error::Error;
+use crate::mask::mask_password;
+
+/// Dead letters each DLQ channel may hold unacked.
+const PREFETCH: u16 = 20;
+/// How long getting a database connection may take before the attempt
+/// counts as failed.
+const DB_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one insert may take; a database that hangs (rather than
+/// refusing) counts as down. If the row was written after all, the
+/// redelivery is a no-op.
+const INSERT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One DLQ to archive, and the work queue to name when a dead letter does
+/// not say where it came from.
+#[derive(Debug, Clone)]
+struct Source {
+    dlq: String,
+    work_queue: String,
+}
+
+/// The archiver of one service, built by [`super::prepare`] and run by `App`.
+pub(crate) struct Archiver {
+    amqp: Config,
+    pool: MySqlPool,
+    /// The archive URL, password masked.
+    shown_url: String,
+    /// The archive password, scrubbed from database errors before logging.
+    password: Option<String>,
+    sources: Vec<Source>,
+    specs: HashMap<String, ConsumerSpec>,
+    alerts: Option<AlertSettings>,
+    tuning: DlqTuning,
+}
+
+impl std::fmt::Debug for Archiver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Archiver")
+            .field("archive", &self.shown_url)
+            .field("sources", &self.sources)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the consumer tasks share.
+struct Shared {
+    pool: MySqlPool,
+    shown_url: String,
+    password: Option<String>,
+    specs: HashMap<String, ConsumerSpec>,
+    alerts: Option<mpsc::UnboundedSender<AlertEvent>>,
+    retry_delay: Duration,
+}
+
+impl Archiver {
+    /// Checks the settings and builds the (lazy) database pool; nothing is
+    /// connected yet.
+    pub(crate) fn new<'a>(
+        config: &Config,
+        url: &str,
+        specs: impl IntoIterator<Item = &'a ConsumerSpec>,
+    ) -> Result<Archiver, Error> {
+        let shown_url = mask_password(url);
+        let bad = |problem: String| Error::DlqConfig {
+            variable: "MQKIT_DLQ_ARCHIVE_URL",
+            value: shown_url.clone(),
+            problem,
+        };
+        if !(url.starts_with("mysql://") || url.starts_with("mariadb://")) {
+            return Err(bad(
+                "not a MySQL/MariaDB URL; use mysql://user:password@host:3306/database".to_owned(),
+            ));
+        }
+        let password = password_of(url);
+        let options = MySqlConnectOptions::from_str(url).map_err(|e| {
+            bad(format!(
+                "cannot parse it ({}); use mysql://user:password@host:3306/database",
+                scrub(&e.to_string(), password.as_deref())
+            ))
+        })?;
+        let pool = MySqlPoolOptions::new()
+            .max_connections(4)
+            .min_connections(0)
+            .acquire_timeout(DB_ACQUIRE_TIMEOUT)
+            .connect_lazy_with(options);
+        let alerts = match &config.dlq_alert_webhook {
+            Some(hook) => {
+                let shown = mask_secrets(hook);
+                let target = Target::parse(hook, &shown).map_err(|e| Error::DlqConfig {
+                    variable: "MQKIT_DLQ_ALERT_WEBHOOK",
+                    value: shown.clone(),
+                    problem: e.to_string(),
+                })?;
+                Some(AlertSettings {
+                    target,
+                    shown,
+                    window: config.dlq_tuning.alert_window,
+                    timeout: config.dlq_tuning.alert_timeout,
+                })
+            }
+            None => None,
+        };
+        let mut sources: Vec<Source> = Vec::new();
+        let mut by_queue = HashMap::new();
+        for spec in specs {
+            if !sources.iter().any(|s| s.dlq == spec.dlq) {
+                sources.push(Source {
+                    dlq: spec.dlq.to_string(),
+                    work_queue: spec.queue.to_string(),
+                });
+            }
+            by_queue.insert(spec.queue.to_string(), spec.clone());
+        }
+        let mut amqp = config.clone();
+        amqp.connection_name = format!("{} dlq-archiver", config.connection_name);
+        Ok(Archiver {
+            amqp,
+            pool,
+            shown_url,
+            password,
+            sources,
+            specs: by_queue,
+            alerts,
+            tuning: config.dlq_tuning,
+        })
+    }
+
+    /// Runs until `stop`: creates the table (retrying while the database is
+    /// unreachable; no DLQ is consumed before), then consumes every DLQ,
+    /// reconnecting to RabbitMQ with back-off when the connection is lost.
+    pub(crate) async fn run(self, stop: CancellationToken) {
+        let (alerts, alert_task) = match self.alerts.clone() {
+            Some(settings) => {
+                let (tx, task) = alert::spawn(settings);
+                (Some(tx), Some(task))
+            }
+            None => (None, None),
+        };
+        let shared = Arc::new(Shared {
+            pool: self.pool.clone(),
+            shown_url: self.shown_url.clone(),
+            password: self.password.clone(),
+            specs: self.specs.clone(),
+            alerts,
+            retry_delay: self.tuning.retry_delay,
+        });
+        if self.migrate_until_ready(&shared, &stop).await {
+            self.consume_until_stopped(&shared, &stop).await;
+        }
+        // Dropping the last sender lets the alert task send what is pending.
+        drop(shared);
+        if let Some(task) = alert_task {
+            let _ = task.await;
+        }
+        self.pool.close().await;
+        info!("dead-letter archiver stopped");
+    }
+
+    /// Applies the schema migrations, retrying until they succeed; `false`
+    /// if stopped first.
+    async fn migrate_until_ready(&self, shared: &Shared, stop: &CancellationToken) -> bool {
+        let mut backoff = backoff(self.tuning.retry_delay);
+        loop {
+            match migrate(&self.pool).await {
+                Ok(()) => {
+                    info!(archive = %self.shown_url, dlqs = ?self.sources.iter().map(|s| s.dlq.as_str()).collect::<Vec<_>>(), "dead-letter archive ready");
+                    return true;
+                }
+                Err(e) => {
+                    let delay = backoff.next().unwrap_or(self.tuning.retry_delay);
+                    error!(archive = %self.shown_url, error = %shared.scrub(&e), retry_in = ?delay, "cannot prepare the dead-letter archive table; DLQs are not consumed until it is ready. Check that the database is running and the URL's host, port, user, password and database");
+                    tokio::select! {
+                        _ = stop.cancelled() => return false,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    async fn consume_until_stopped(&self, shared: &Arc<Shared>, stop: &CancellationToken) {
+        let mut backoff = backoff(Duration::from_millis(1500));
+        loop {
+            match crate::broker::connect_any(&self.amqp).await {
+                Ok(connection) => {
+                    backoff = self::backoff(Duration::from_millis(1500));
+                    match self.session(shared, connection, stop).await {
+                        None => return,
+                        Some(why) => {
+                            warn!(reason = %why, "dead-letter archiver lost its RabbitMQ connection; reconnecting")
+                        }
+                    }
+                }
+                Err(e) => warn!(error = %e, "dead-letter archiver cannot reach RabbitMQ; retrying"),
+            }
+            let delay = backoff.next().unwrap_or(Duration::from_millis(1500));
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(delay) => {}
+            }
+        }
+    }
+
+    /// One connection's life: a consumer per DLQ until `stop` (`None`) or
+    /// until something fails (`Some(why)`).
+    async fn session(
+        &self,
+        shared: &Arc<Shared>,
+        connection: Arc<Connection>,
+        stop: &CancellationToken,
+    ) -> Option<String> {
+        let session_stop = stop.child_token();
+        let mut consumers = tokio::task::JoinSet::new();
+        for source in &self.sources {
+            consumers.spawn(consume(
+                connection.clone(),
+                source.clone(),
+                shared.clone(),
+                session_stop.clone(),
+            ));
+        }
+        let mut events = connection.events_listener();
+        let end = loop {
+            tokio::select! {
+                _ = stop.cancelled() => break None,
+                event = events.next() => match event {
+                    Some(Event::Error(e)) => break Some(e.to_string()),
+                    Some(_) => {}
+                    None => break Some("connection event stream ended".to_owned()),
+                },
+                Some(done) = consumers.join_next() => match done {
+                    Ok(Ok(())) => {}
+                    Ok(Err(why)) => break Some(why),
+                    Err(e) => break Some(format!("archiver task failed: {e}")),
+                },
+            }
+        };
+        session_stop.cancel();
+        while consumers.join_next().await.is_some() {}
+        if connection.status().connected() {
+            let _ = connection.close(200, "OK".into()).await;
+        }
+        end
+    }
+}
+
+/// Consumes one DLQ until `stop`; `Err` when the channel or consumer is lost.
+async fn consume(
+    connection: Arc<Connection>,
+    source: Source,
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+) -> Result<(), String> {
+    let dlq = source.dlq.as_str();
+    let lost = |what: &str, e: lapin::Error| format!("{what} on DLQ `{dlq}`: {e}");
+    let channel = connection
+        .create_channel()
+        .await
+        .map_err(|e| lost("cannot open a channel", e))?;
+    channel
+        .basic_qos(PREFETCH, BasicQosOptions { global: false })
+        .await
+        .map_err(|e| lost("basic.qos failed", e))?;
+    let tag = format!("{dlq}.archiver.{}", std::process::id());
+    let mut deliveries = channel
+        .basic_consume(
+            dlq.into(),
+            tag.as_str().into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|e| lost("basic.consume failed", e))?;
+    info!(dlq, "archiving dead letters");
+    let result = loop {
+        let next = tokio::select! {
+            biased;
+            _ = stop.cancelled() => break Ok(()),
+            next = deliveries.next() => next,
+        };
+        match next {
+            Some(Ok(delivery)) => archive_one(&shared, &source, delivery, &stop).await,
+            Some(Err(e)) => break Err(lost("consumer stream failed", e)),
+            None => {
+                break Err(format!(
+                    "the consumer of DLQ `{dlq}` was cancelled by the broker (queue deleted?)"
+                ));
+            }
+        }
+    };
+    if channel.status().connected() {
+        let _ = channel
+            .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
+            .await;
+        // Prefetched, unarchived deliveries go back to the DLQ.
+        let _ = channel.close(200, "OK".into()).await;
+    }
+    result
+}
+
+async fn archive_one(
+    shared: &Shared,
+    source: &Source,
+    delivery: lapin::message::Delivery,
+    stop: &CancellationToken,
+) {
+    let (row, letter) = Row::build(
+        &source.dlq,
+        &source.work_queue,
+        &shared.specs,
+        &delivery.properties,
+        &delivery.data,
+    );
+    let dlq = source.dlq.as_str();
+    let stored = match tokio::time::timeout(INSERT_TIMEOUT, insert(&shared.pool, &row)).await {
+        Ok(result) => result.map_err(|e| shared.scrub(&e)),
+        Err(_) => Err(format!("no answer within {INSERT_TIMEOUT:?}")),
+    };
+    match stored {
+        Ok(inserted) => {
+            if !matches!(
+                delivery.acker.ack(BasicAckOptions::default()).await,
+                Ok(true)
+            ) {
+                // Stored already: the redelivery will be a duplicate no-op.
+                warn!(dlq, message_id = %row.message_id, "could not ack an archived dead letter (channel closed); its redelivery is a no-op");
+            }
+            let outcome = if inserted { "stored" } else { "duplicate" };
+            metrics::counter!("mqkit_dlq_archived_total", "dlq" => dlq.to_owned(), "outcome" => outcome).increment(1);
+            if inserted {
+                info!(dlq, queue = %row.original_queue, message_id = %row.message_id, kind = %row.error_kind, attempts = %row.attempts.map_or_else(|| "-".to_owned(), |a| a.to_string()), failed_at = %row.failed_at, "dead letter archived");
+                if let Some(alerts) = &shared.alerts {
+                    let _ = alerts.send(AlertEvent {
+                        queue: row.original_queue,
+                        dlq: dlq.to_owned(),
+                        kind: row.error_kind,
+                        error: letter.error,
+                        message_id: row.message_id,
+                    });
+                }
+            } else {
+                info!(dlq, queue = %row.original_queue, message_id = %row.message_id, "dead letter already archived; acking the copy");
+            }
+        }
+        Err(e) => {
+            metrics::counter!("mqkit_dlq_archived_total", "dlq" => dlq.to_owned(), "outcome" => "failed").increment(1);
+            error!(dlq, message_id = %row.message_id, archive = %shared.shown_url, error = %e, retry_in = ?shared.retry_delay, "cannot store a dead letter in the archive; leaving it in the DLQ");
+            tokio::select! {
+                _ = stop.cancelled() => {}
+                _ = tokio::time::sleep(shared.retry_delay) => {}
+            }
+            let requeue = BasicNackOptions {
+                multiple: false,
+                requeue: true,
+            };
+            if !matches!(delivery.acker.nack(requeue).await, Ok(true)) {
+                warn!(
+                    dlq,
+                    "could not nack a dead letter (channel closed); the broker returns it to the DLQ"
+                );
+            }
+        }
+    }
+}
+
+impl Shared {
+    fn scrub(&self, e: &dyn std::fmt::Display) -> String {
+        scrub(&e.to_string(), self.password.as_deref())
+    }
+}
+
+/// Exponential back-off from 100 ms to `max`, with jitter, forever.
+fn backoff(max: Duration) -> backon::ExponentialBackoff {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100).min(max))
+        .with_max_delay(max)
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
+/// The password in `scheme://user:password@host…`, if any.
+fn password_of(url: &str) -> Option<String> {
+    let rest = &url[url.find("://")? + 3..];
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    let userinfo = &authority[..authority.rfind('@')?];
+    let password = &userinfo[userinfo.find(':')? + 1..];
+    (!password.is_empty()).then(|| password.to_owned())
+}
+
+/// `text` with every occurrence of the password replaced by `****`.
+fn scrub(text: &str, password: Option<&str>) -> String {
+    match password {
+        Some(p) if p.len() >= 2 => text.replace(p, "****"),
+        _ => text.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_scrubbed() {
+        let url = "mysql://root:s3cret@127.0.0.1:3306/test";
+        assert_eq!(password_of(url).as_deref(), Some("s3cret"));
+        assert_eq!(password_of("mysql://root@h/test"), None);
+        assert_eq!(
+            scrub("access denied for s3cret", password_of(url).as_deref()),
+            "access denied for ****"
+        );
+    }
+}

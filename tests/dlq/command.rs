@@ -1,0 +1,128 @@
+//! The command line itself: `--help`, one-line errors with failure codes,
+//! `list` through the management API, and `purge`.
+
+use super::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_command_has_help() {
+    for args in [
+        &["--help"][..],
+        &["dlq", "--help"],
+        &["dlq", "list", "--help"],
+        &["dlq", "show", "--help"],
+        &["dlq", "replay", "--help"],
+        &["dlq", "purge", "--help"],
+        &["help", "dlq", "replay"],
+    ] {
+        let out = mqkit(args).await;
+        assert_eq!(out.code, 0, "{args:?}: {out:?}");
+        assert!(
+            out.stdout.contains("Usage: mqkit"),
+            "{args:?}: {}",
+            out.stdout
+        );
+        assert!(
+            out.stdout.contains("--url <URL>"),
+            "{args:?}: {}",
+            out.stdout
+        );
+    }
+    let replay = mqkit(&["dlq", "replay", "--help"]).await.stdout;
+    for flag in ["--limit <N>", "--kind <KIND>", "--dry-run", "--rate <N>"] {
+        assert!(replay.contains(flag), "{flag}: {replay}");
+    }
+    let bad = mqkit(&["dlq", "frobnicate"]).await;
+    assert_eq!(bad.code, 2, "{bad:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_queue_or_password_is_a_one_line_error_and_a_failure_code() {
+    let missing = common::unique("no-such-dlq");
+    for command in ["show", "replay", "purge"] {
+        let out = mqkit(&["dlq", command, &missing]).await;
+        assert_eq!(out.code, 1, "{command}: {out:?}");
+        assert_eq!(out.stderr.lines().count(), 1, "{command}: {}", out.stderr);
+        assert!(
+            out.stderr.starts_with(&format!(
+                "error: queue `{missing}` does not exist in vhost `/`"
+            )),
+            "{command}: {}",
+            out.stderr
+        );
+    }
+    let wrong = "amqp://guest:not-the-password@127.0.0.1:5672/%2f";
+    for args in [
+        &["--url", wrong, "dlq", "show", "dlq.x"][..],
+        &["dlq", "replay", "dlq.x", "--url", wrong],
+        &["dlq", "list", "--url", wrong],
+    ] {
+        let out = mqkit(args).await;
+        assert_eq!(out.code, 1, "{args:?}: {out:?}");
+        assert_eq!(out.stderr.lines().count(), 1, "{args:?}: {}", out.stderr);
+        assert!(!out.stderr.contains("not-the-password"), "{}", out.stderr);
+        assert!(
+            out.stderr.contains("ACCESS_REFUSED") || out.stderr.contains("login refused"),
+            "{}",
+            out.stderr
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_shows_the_dlq_with_its_depth_and_purge_needs_yes() {
+    let broker = Broker::connect().await;
+    let dlq = format!("dlq.{}", common::unique("list"));
+    let other = common::unique("list-other");
+    let _cleanup = Cleanup::specs(&[]).queue(&dlq).queue(&other);
+    broker.declare_queue(&dlq, FieldTable::default()).await;
+    broker.declare_queue(&other, FieldTable::default()).await;
+    for i in 0..3 {
+        broker.publish(&dlq, b"{}", props(&format!("l{i}"))).await;
+    }
+    // The management API refreshes its statistics every few seconds.
+    let row = |stdout: &str, name: &str| {
+        stdout
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .map(|l| l.split_whitespace().nth(1).unwrap_or("").to_owned())
+    };
+    let mut last = String::new();
+    let listed = eventually(Duration::from_secs(30), async || {
+        let out = mqkit(&["dlq", "list"]).await;
+        last = format!("{out:?}");
+        out.code == 0 && row(&out.stdout, &dlq).as_deref() == Some("3")
+    })
+    .await;
+    assert!(listed, "{last}");
+    let out = mqkit(&["dlq", "list"]).await;
+    assert!(out.stdout.starts_with("QUEUE "), "{}", out.stdout);
+    assert_eq!(row(&out.stdout, &other), None, "only dlq.* by default");
+    let patterned = mqkit(&["dlq", "list", "--pattern", &other]).await;
+    assert_eq!(patterned.code, 0, "{patterned:?}");
+    assert!(
+        row(&patterned.stdout, &other).is_some(),
+        "{}",
+        patterned.stdout
+    );
+    assert!(
+        row(&patterned.stdout, &dlq).is_none(),
+        "{}",
+        patterned.stdout
+    );
+
+    let refused = mqkit(&["dlq", "purge", &dlq]).await;
+    assert_eq!(refused.code, 1, "{refused:?}");
+    assert!(
+        refused.stderr.contains("without --yes"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(broker.depth(&dlq).await, 3);
+    let purged = mqkit(&["dlq", "purge", &dlq, "--yes"]).await;
+    assert_eq!(purged.code, 0, "{purged:?}");
+    assert_eq!(
+        purged.stdout.trim(),
+        format!("purged 3 messages from {dlq}")
+    );
+    assert_eq!(broker.depth(&dlq).await, 0);
+}

@@ -1,0 +1,373 @@
+//! Fixtures for the dead-letter tests: the archive database (rows read back,
+//! deleted on drop), a toggleable TCP proxy in front of MariaDB (an outage
+//! without stopping the shared server), a minimal HTTP webhook server, and
+//! the `mqkit` command run as a child process.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sqlx::Row as _;
+use sqlx::mysql::MySqlPool;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// MariaDB on this machine: root without a password, database `test`.
+pub(crate) const DB_URL: &str = "mysql://root@127.0.0.1:3306/test";
+
+// ---------------------------------------------------------------- archive rows
+
+/// One archived dead letter as the tests read it back.
+#[derive(Debug, Clone)]
+pub(crate) struct Archived {
+    pub(crate) original_queue: String,
+    pub(crate) message_id: String,
+    pub(crate) failed_at: String,
+    pub(crate) dlq: String,
+    pub(crate) business_key: Option<String>,
+    pub(crate) error_kind: String,
+    pub(crate) error_text: String,
+    pub(crate) attempts: Option<u32>,
+    pub(crate) headers: serde_json::Value,
+    pub(crate) body: Vec<u8>,
+}
+
+pub(crate) async fn db() -> MySqlPool {
+    MySqlPool::connect(DB_URL)
+        .await
+        .expect("MariaDB on 127.0.0.1:3306 (root, no password, database `test`)")
+}
+
+/// Rows archived for `queue` (empty while the table does not exist yet).
+pub(crate) async fn rows(db: &MySqlPool, queue: &str) -> Vec<Archived> {
+    let found = sqlx::query(
+        // The key columns are utf8mb4_bin (queue names and message ids are
+        // case-sensitive), which sqlx reads as binary: cast them for String.
+        "SELECT CAST(original_queue AS CHAR) AS original_queue, \
+         CAST(message_id AS CHAR) AS message_id, CAST(failed_at AS CHAR) AS failed_at, \
+         CAST(dlq AS CHAR) AS dlq, business_key, error_kind, error_text, attempts, headers, body \
+         FROM mqkit_dead_letters WHERE original_queue = ? ORDER BY id",
+    )
+    .bind(queue)
+    .fetch_all(db)
+    .await;
+    let Ok(found) = found else {
+        return Vec::new();
+    };
+    found
+        .iter()
+        .map(|r| Archived {
+            original_queue: r.get("original_queue"),
+            message_id: r.get("message_id"),
+            failed_at: r.get("failed_at"),
+            dlq: r.get("dlq"),
+            business_key: r.get("business_key"),
+            error_kind: r.get("error_kind"),
+            error_text: r.get("error_text"),
+            attempts: r.get("attempts"),
+            headers: serde_json::from_str(r.get::<&str, _>("headers")).unwrap(),
+            body: r.get("body"),
+        })
+        .collect()
+}
+
+/// Deletes the archive rows of these queues when dropped (even when the
+/// test fails); the table itself stays, like in production.
+pub(crate) struct DbCleanup(pub(crate) Vec<String>);
+
+impl Drop for DbCleanup {
+    fn drop(&mut self) {
+        let queues = std::mem::take(&mut self.0);
+        let done = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let Ok(db) = MySqlPool::connect(DB_URL).await else {
+                    return;
+                };
+                for q in &queues {
+                    let _ = sqlx::query("DELETE FROM mqkit_dead_letters WHERE original_queue = ?")
+                        .bind(q)
+                        .execute(&db)
+                        .await;
+                }
+                db.close().await;
+            });
+        });
+        let _ = done.join();
+    }
+}
+
+// ---------------------------------------------------------------- database proxy
+
+/// A TCP proxy to MariaDB that the test can switch off: off closes every
+/// proxied connection and refuses new ones (accept, then close at once).
+pub(crate) struct DbProxy {
+    pub(crate) port: u16,
+    up: watch::Sender<bool>,
+    /// Connections refused while off: proof that the archiver kept trying.
+    pub(crate) refused: Arc<AtomicUsize>,
+    /// Proxied connections open right now.
+    pub(crate) active: Arc<AtomicUsize>,
+    task: JoinHandle<()>,
+}
+
+impl DbProxy {
+    pub(crate) async fn start() -> DbProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (up, _) = watch::channel(true);
+        let refused = Arc::new(AtomicUsize::new(0));
+        let active = Arc::new(AtomicUsize::new(0));
+        let (up_tx, refused_c, active_c) = (up.clone(), refused.clone(), active.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((client, _)) = listener.accept().await else {
+                    return;
+                };
+                if !*up_tx.borrow() {
+                    refused_c.fetch_add(1, Ordering::SeqCst);
+                    drop(client);
+                    continue;
+                }
+                let mut down = up_tx.subscribe();
+                let active = active_c.clone();
+                active.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    if let Ok(mut server) = TcpStream::connect("127.0.0.1:3306").await {
+                        let mut client = client;
+                        tokio::select! {
+                            _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                            _ = down.wait_for(|up| !*up) => {}
+                        }
+                    }
+                    active.fetch_sub(1, Ordering::SeqCst);
+                });
+            }
+        });
+        DbProxy {
+            port,
+            up,
+            refused,
+            active,
+            task,
+        }
+    }
+
+    pub(crate) fn url(&self) -> String {
+        format!("mysql://root@127.0.0.1:{}/test", self.port)
+    }
+
+    pub(crate) fn set_up(&self, up: bool) {
+        self.up.send_replace(up);
+    }
+
+    /// Switches the proxy off and waits until every proxied connection is
+    /// closed, so nothing reaches the database from here on.
+    pub(crate) async fn go_down(&self) {
+        self.set_up(false);
+        while self.active.load(Ordering::SeqCst) > 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+impl Drop for DbProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+// ---------------------------------------------------------------- webhook server
+
+/// How the webhook server answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HookMode {
+    Ok,
+    Fail500,
+    /// Reads the request and never answers (holds the socket for a minute).
+    Silent,
+}
+
+/// One request the webhook server received.
+#[derive(Debug, Clone)]
+pub(crate) struct HookRequest {
+    /// Request line and headers, as sent.
+    pub(crate) head: String,
+    pub(crate) body: Vec<u8>,
+}
+
+impl HookRequest {
+    pub(crate) fn header(&self, name: &str) -> Option<String> {
+        self.head.lines().skip(1).find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_owned())
+        })
+    }
+
+    pub(crate) fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("alert body is not JSON ({e}): {:?}", self.body))
+    }
+
+    /// The count an alert carries: `mqkit: <count> dead letter…`.
+    pub(crate) fn count(&self) -> u64 {
+        let content = self.json()["text"]["content"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        content
+            .strip_prefix("mqkit: ")
+            .and_then(|r| r.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no count in {content:?}"))
+    }
+}
+
+/// A minimal HTTP/1.1 server on a free port, recording every request.
+pub(crate) struct Hook {
+    pub(crate) port: u16,
+    pub(crate) requests: Arc<Mutex<Vec<HookRequest>>>,
+    task: JoinHandle<()>,
+}
+
+impl Hook {
+    pub(crate) async fn start(mode: HookMode) -> Hook {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let log = requests.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((socket, _)) = listener.accept().await else {
+                    return;
+                };
+                tokio::spawn(serve(socket, mode, log.clone()));
+            }
+        });
+        Hook {
+            port,
+            requests,
+            task,
+        }
+    }
+
+    pub(crate) fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/hook?key=hook-secret", self.port)
+    }
+
+    pub(crate) fn received(&self) -> Vec<HookRequest> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Hook {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn serve(mut socket: TcpStream, mode: HookMode, log: Arc<Mutex<Vec<HookRequest>>>) {
+    let mut data = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        if let Some(i) = data.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        match socket.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => data.extend_from_slice(&chunk[..n]),
+        }
+    };
+    let head = String::from_utf8_lossy(&data[..head_end]).into_owned();
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim()
+                .eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().ok())?
+        })
+        .unwrap_or(0);
+    while data.len() < head_end + length {
+        match socket.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => data.extend_from_slice(&chunk[..n]),
+        }
+    }
+    log.lock().unwrap().push(HookRequest {
+        head,
+        body: data[head_end..head_end + length].to_vec(),
+    });
+    let answer: &[u8] = match mode {
+        HookMode::Ok => b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+        HookMode::Fail500 => {
+            b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 4\r\nConnection: close\r\n\r\noops"
+        }
+        HookMode::Silent => {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            return;
+        }
+    };
+    let _ = socket.write_all(answer).await;
+    let _ = socket.shutdown().await;
+}
+
+// ---------------------------------------------------------------- the CLI
+
+/// What a run of `mqkit` printed and returned.
+#[derive(Debug)]
+pub(crate) struct Out {
+    pub(crate) code: i32,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
+}
+
+/// The `mqkit` command as built in this package (same code as the real
+/// binary: both call `mqkit::cli::main()`).
+pub(crate) fn cli_command(args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_mqkit-test-cli"));
+    command
+        .args(args)
+        .env("MQKIT_AMQP_URL", crate::common::AMQP_URL)
+        .env_remove("MQKIT_MGMT_URL")
+        .stdin(Stdio::null());
+    command
+}
+
+/// Runs `mqkit args…` to completion.
+pub(crate) async fn mqkit(args: &[&str]) -> Out {
+    let mut command = cli_command(args);
+    let out = tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap();
+    Out {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Ready plus unacknowledged messages of `queue` (a passive declare counts
+/// only ready ones; a message held unacked is not gone).
+pub(crate) async fn total_messages(queue: &str) -> u64 {
+    let queue = queue.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let text = crate::common::rabbitmqctl(&["list_queues", "name", "messages"]);
+        let rows: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap();
+        rows.iter()
+            .find(|r| r["name"] == queue.as_str())
+            .and_then(|r| r["messages"].as_u64())
+            .unwrap_or_else(|| panic!("queue {queue} not listed"))
+    })
+    .await
+    .unwrap()
+}
