@@ -161,24 +161,22 @@ impl fmt::Display for RequeueReason {
 /// Decodes a JSON body into `T`, with errors that say what is wrong:
 /// empty body, not UTF-8, not JSON, or the wrong shape for `T`.
 pub fn decode_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, DecodeError> {
-    let type_name = short_type_name::<T>();
+    let fail =
+        |what: String| DecodeError(format!("cannot decode {}: {what}", short_type_name::<T>()));
     if body.is_empty() {
-        return Err(DecodeError(format!(
-            "cannot decode {type_name}: body is empty"
-        )));
+        return Err(fail("body is empty".to_owned()));
     }
-    let text = std::str::from_utf8(body).map_err(|e| {
-        DecodeError(format!(
-            "cannot decode {type_name}: body is not valid UTF-8 ({e})"
-        ))
-    })?;
+    // Checked up front: serde_json does not check bytes it skips (unknown
+    // fields), and a body that is not UTF-8 is never a valid JSON message.
+    let text =
+        std::str::from_utf8(body).map_err(|e| fail(format!("body is not valid UTF-8 ({e})")))?;
     let describe = |e: serde_json::Error| {
         let what = match e.classify() {
             serde_json::error::Category::Data => "JSON does not match the type",
             serde_json::error::Category::Eof => "JSON ends too early",
             _ => "body is not valid JSON",
         };
-        DecodeError(format!("cannot decode {type_name}: {what}: {e}"))
+        fail(format!("{what}: {e}"))
     };
     // serde lets a struct be written as an array of its field values in
     // declaration order; a message is an object with named fields, so a

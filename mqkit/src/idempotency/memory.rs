@@ -67,9 +67,17 @@ impl MemoryStore {
     fn set(&self, key: &str, state: State, ttl: Duration) {
         let now = Instant::now();
         let mut records = self.lock();
-        records.map.insert(key.to_owned(), (state, now + ttl));
+        match records.map.get_mut(key) {
+            // The usual case: `complete` after `claim` inserted the key.
+            Some(record) => *record = (state, now + ttl),
+            None => {
+                records.map.insert(key.to_owned(), (state, now + ttl));
+            }
+        }
         records.writes_since_sweep += 1;
-        if records.writes_since_sweep >= SWEEP_EVERY {
+        // Sweeping costs O(len): doing it once per `len` writes keeps it
+        // O(1) per write however many records are live.
+        if records.writes_since_sweep >= SWEEP_EVERY.max(records.map.len()) {
             records.writes_since_sweep = 0;
             records.map.retain(|_, (_, expires)| *expires > now);
         }

@@ -1,7 +1,11 @@
-//! [`RedisStore`]: idempotency records in Redis, through a deadpool-redis pool.
+//! [`RedisStore`]: idempotency records in Redis, over one multiplexed
+//! connection that a deadpool-redis pool creates (and re-creates after a
+//! failure).
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use deadpool_redis::redis::aio::MultiplexedConnection;
 use deadpool_redis::redis::{self, Value};
 use deadpool_redis::{Config, Pool, PoolConfig, Runtime, Timeouts};
 
@@ -15,9 +19,16 @@ use crate::mask::mask_password;
 /// `SET key done EX <ttl>` to complete, `DEL key` to release. Any Redis
 /// error or timeout is a [`StoreError`], which the pipeline turns into a
 /// delayed requeue without calling the handler (fail closed).
+///
+/// Every command goes over one shared multiplexed connection, which
+/// pipelines concurrent handlers' commands: one round trip per command, and
+/// no per-command pool checkout (deadpool checks a connection with
+/// `UNWATCH` + `PING` on every checkout). After an error the connection is
+/// dropped and the next command gets a fresh one from the pool.
 #[derive(Clone)]
 pub struct RedisStore {
     pool: Pool,
+    shared: Arc<Mutex<Option<MultiplexedConnection>>>,
     url: String,
 }
 
@@ -52,7 +63,11 @@ impl RedisStore {
                 "cannot use Redis URL {masked}: {e}; check MQKIT_REDIS_URL (redis://host:port/db)"
             ))
         })?;
-        Ok(RedisStore { pool, url: masked })
+        Ok(RedisStore {
+            pool,
+            shared: Arc::new(Mutex::new(None)),
+            url: masked,
+        })
     }
 
     /// The URL with its password masked.
@@ -64,22 +79,35 @@ impl RedisStore {
     pub async fn ping(&self) -> Result<(), StoreError> {
         let mut conn = self.conn().await?;
         redis::cmd("PING")
-            .query_async::<String>(&mut *conn)
+            .query_async::<String>(&mut conn)
             .await
             .map(drop)
             .map_err(|e| self.error("PING", e))
     }
 
-    async fn conn(&self) -> Result<deadpool_redis::Connection, StoreError> {
-        self.pool.get().await.map_err(|e| {
+    fn cached(&self) -> std::sync::MutexGuard<'_, Option<MultiplexedConnection>> {
+        // Only an Option is kept under the lock; a poisoned one is still valid.
+        self.shared.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn conn(&self) -> Result<MultiplexedConnection, StoreError> {
+        if let Some(conn) = self.cached().as_ref() {
+            return Ok(conn.clone());
+        }
+        let pooled = self.pool.get().await.map_err(|e| {
             StoreError(format!(
                 "cannot connect to Redis at {}: {e}; check that it is running and MQKIT_REDIS_URL",
                 self.url
             ))
-        })
+        })?;
+        let conn = deadpool_redis::Connection::take(pooled);
+        *self.cached() = Some(conn.clone());
+        Ok(conn)
     }
 
     fn error(&self, command: &str, e: redis::RedisError) -> StoreError {
+        // The connection may be broken: the next command gets a new one.
+        *self.cached() = None;
         StoreError(format!("Redis {command} at {} failed: {e}", self.url))
     }
 }
@@ -98,7 +126,7 @@ impl IdempotencyStore for RedisStore {
                 .arg("NX")
                 .arg("EX")
                 .arg(ttl_secs(lock_ttl))
-                .query_async(&mut *conn)
+                .query_async(&mut conn)
                 .await
                 .map_err(|e| self.error("SET NX", e))?;
             if matches!(set, Value::Okay) {
@@ -106,7 +134,7 @@ impl IdempotencyStore for RedisStore {
             }
             let current: Option<String> = redis::cmd("GET")
                 .arg(key)
-                .query_async(&mut *conn)
+                .query_async(&mut conn)
                 .await
                 .map_err(|e| self.error("GET", e))?;
             match current.as_deref() {
@@ -133,7 +161,7 @@ impl IdempotencyStore for RedisStore {
                 .arg("done")
                 .arg("EX")
                 .arg(ttl_secs(ttl))
-                .query_async::<()>(&mut *conn)
+                .query_async::<()>(&mut conn)
                 .await
                 .map_err(|e| self.error("SET done", e))
         })
@@ -144,7 +172,7 @@ impl IdempotencyStore for RedisStore {
             let mut conn = self.conn().await?;
             redis::cmd("DEL")
                 .arg(key)
-                .query_async::<()>(&mut *conn)
+                .query_async::<()>(&mut conn)
                 .await
                 .map_err(|e| self.error("DEL", e))
         })
