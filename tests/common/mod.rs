@@ -199,6 +199,7 @@ impl Drop for Cleanup {
                 let broker = Broker::connect().await;
                 for spec in &specs {
                     broker.cleanup(spec).await;
+                    delete_idempotency_keys(&spec.queue).await;
                 }
                 for q in &queues {
                     let _ = broker
@@ -210,6 +211,42 @@ impl Drop for Cleanup {
             });
         });
         let _ = done.join();
+    }
+}
+
+/// Deletes the idempotency records a test left in the shared Redis.
+async fn delete_idempotency_keys(queue: &str) {
+    use deadpool_redis::redis;
+    let Ok(client) = redis::Client::open(REDIS_URL) else {
+        return;
+    };
+    let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
+        return;
+    };
+    let pattern = format!("mqkit:idem:{queue}:*");
+    let mut cursor = 0u64;
+    loop {
+        let Ok((next, keys)) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(&pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .query_async::<(u64, Vec<String>)>(&mut conn)
+            .await
+        else {
+            return;
+        };
+        if !keys.is_empty() {
+            let _ = redis::cmd("DEL")
+                .arg(&keys)
+                .query_async::<i64>(&mut conn)
+                .await;
+        }
+        if next == 0 {
+            return;
+        }
+        cursor = next;
     }
 }
 
