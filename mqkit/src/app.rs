@@ -220,9 +220,14 @@ impl App {
             .collect();
         let (state, state_rx) = watch::channel(ConnectionState::Connecting);
         let shutdown = CancellationToken::new();
+        // The archiver's DLQ consumers run on the service's connection; its
+        // table migration and alerts run beside the supervisor.
+        let archiver_stop = shutdown.child_token();
+        let (extra, archiving) = crate::dlq::start(archiver, archiver_stop.clone());
         let supervisor = Supervisor {
             config: self.config,
             pipelines,
+            extra,
             publisher: publisher.clone(),
             state,
             shutdown: shutdown.clone(),
@@ -230,8 +235,8 @@ impl App {
         let connection = supervisor.startup().await?;
         let mut task = tokio::spawn(crate::dlq::beside(
             supervisor.run(connection),
-            archiver,
-            shutdown.clone(),
+            archiving,
+            archiver_stop,
         ));
         // Return once every consumer is consuming, or with the error that
         // stopped them (e.g. access refused on a queue).

@@ -38,10 +38,23 @@ pub enum ConnectionState {
     Closed,
 }
 
+/// Work besides the consumers that runs on each session's connection (the
+/// dead-letter archiver's DLQ consumers): started with the connection and a
+/// token cancelled when the session ends; `Err` ends the session as lost.
+pub(crate) type SessionTask = Arc<
+    dyn Fn(
+            Arc<Connection>,
+            CancellationToken,
+        ) -> crate::idempotency::BoxFuture<'static, Result<(), String>>
+        + Send
+        + Sync,
+>;
+
 /// Owns the connection lifecycle.
 pub(crate) struct Supervisor {
     pub(crate) config: Config,
     pub(crate) pipelines: Vec<Arc<dyn ErasedPipeline>>,
+    pub(crate) extra: Vec<SessionTask>,
     pub(crate) publisher: Publisher,
     pub(crate) state: watch::Sender<ConnectionState>,
     pub(crate) shutdown: CancellationToken,
@@ -169,6 +182,10 @@ impl Supervisor {
             ));
         }
         drop(ready_tx);
+        let mut extras = tokio::task::JoinSet::new();
+        for task in &self.extra {
+            extras.spawn(task(connection.clone(), stop.clone()));
+        }
         // Ready (for probes and `start()`) once every consumer is consuming.
         let mut starting = self.pipelines.len();
         let mut events = connection.events_listener();
@@ -188,6 +205,11 @@ impl Supervisor {
                     Some(_) => {}
                     None => break SessionEnd::Lost("connection event stream ended".to_owned()),
                 },
+                Some(done) = extras.join_next() => match done {
+                    Ok(Ok(())) => {}
+                    Ok(Err(why)) => break SessionEnd::Lost(why),
+                    Err(join) => break SessionEnd::Lost(format!("session task failed: {join}")),
+                },
                 Some(done) = consumers.join_next() => match done {
                     Ok(Ok(())) => {}
                     Ok(Err(consume::ConsumeError::Fatal(e))) => break SessionEnd::Fatal(e),
@@ -199,6 +221,7 @@ impl Supervisor {
         // Consumers stop receiving at once; on shutdown they drain in-flight
         // handlers within the grace period before closing their channels.
         stop.cancel();
+        while extras.join_next().await.is_some() {}
         while let Some(done) = consumers.join_next().await {
             if let Ok(Err(e)) = done
                 && matches!(end, SessionEnd::Shutdown)

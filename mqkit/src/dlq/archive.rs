@@ -9,11 +9,10 @@
 //! queue + message id + failed-at), so a redelivered dead letter yields no
 //! second row and no second alert.
 //!
-//! It has a connection of its own (connection name `<name> dlq-archiver`),
-//! with its own reconnect loop: the broker supervisor is untouched, the
-//! archiver's back-pressure (a slow or absent database) never shares a
-//! socket or flow control with the work consumers, and operators see it as
-//! a separate connection in the management UI. Entry point: [`Archiver`].
+//! Its DLQ consumers run on the service's one connection (DESIGN rule 5), a
+//! channel each, as session tasks of the broker supervisor: they start with
+//! every session and so come back after a reconnect. Entry point:
+//! [`Archiver`], split by [`Archiver::start`].
 
 use std::collections::HashMap;
 use std::str::FromStr as _;
@@ -22,22 +21,24 @@ use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use futures_util::StreamExt as _;
+use lapin::Connection;
 use lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
 };
 use lapin::types::FieldTable;
-use lapin::{Connection, Event};
 use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use super::alert::{self, AlertEvent, AlertSettings};
 use super::http::Target;
 use super::store::{Row, insert, migrate};
+use crate::broker::SessionTask;
 use crate::config::{Config, DlqTuning, mask_secrets};
 use crate::consumer::ConsumerSpec;
 use crate::error::Error;
+use crate::idempotency::BoxFuture;
 use crate::mask::mask_password;
 
 /// Dead letters each DLQ channel may hold unacked.
@@ -60,7 +61,6 @@ struct Source {
 
 /// The archiver of one service, built by [`super::prepare`] and run by `App`.
 pub(crate) struct Archiver {
-    amqp: Config,
     pool: MySqlPool,
     /// The archive URL, password masked.
     shown_url: String,
@@ -150,10 +150,7 @@ impl Archiver {
             }
             by_queue.insert(spec.queue.to_string(), spec.clone());
         }
-        let mut amqp = config.clone();
-        amqp.connection_name = format!("{} dlq-archiver", config.connection_name);
         Ok(Archiver {
-            amqp,
             pool,
             shown_url,
             password,
@@ -164,10 +161,15 @@ impl Archiver {
         })
     }
 
-    /// Runs until `stop`: creates the table (retrying while the database is
-    /// unreachable; no DLQ is consumed before), then consumes every DLQ,
-    /// reconnecting to RabbitMQ with back-off when the connection is lost.
-    pub(crate) async fn run(self, stop: CancellationToken) {
+    /// Splits the archiver into one session task per DLQ, which the broker
+    /// supervisor runs on the service's own connection (and re-runs after
+    /// every reconnect), and the background work: create the table
+    /// (retrying while the database is unreachable; no DLQ is consumed
+    /// before), then wait for `stop`, send pending alerts and close the pool.
+    pub(crate) fn start(
+        self,
+        stop: CancellationToken,
+    ) -> (Vec<SessionTask>, BoxFuture<'static, ()>) {
         let (alerts, alert_task) = match self.alerts.clone() {
             Some(settings) => {
                 let (tx, task) = alert::spawn(settings);
@@ -183,16 +185,40 @@ impl Archiver {
             alerts,
             retry_delay: self.tuning.retry_delay,
         });
-        if self.migrate_until_ready(&shared, &stop).await {
-            self.consume_until_stopped(&shared, &stop).await;
-        }
-        // Dropping the last sender lets the alert task send what is pending.
-        drop(shared);
-        if let Some(task) = alert_task {
-            let _ = task.await;
-        }
-        self.pool.close().await;
-        info!("dead-letter archiver stopped");
+        let (ready_tx, ready_rx) = watch::channel(false);
+        let tasks = self
+            .sources
+            .iter()
+            .map(|source| {
+                let (source, shared, ready) = (source.clone(), shared.clone(), ready_rx.clone());
+                let task: SessionTask = Arc::new(move |connection, session_stop: CancellationToken| {
+                    let (source, shared, mut ready) = (source.clone(), shared.clone(), ready.clone());
+                    Box::pin(async move {
+                        tokio::select! {
+                            r = ready.wait_for(|ready| *ready) => if r.is_err() { return Ok(()) },
+                            _ = session_stop.cancelled() => return Ok(()),
+                        }
+                        consume(connection, source, shared, session_stop).await
+                    })
+                });
+                task
+            })
+            .collect();
+        let background = Box::pin(async move {
+            if self.migrate_until_ready(&shared, &stop).await {
+                let _ = ready_tx.send(true);
+                stop.cancelled().await;
+            }
+            // Dropping the last sender (here and in the finished session
+            // tasks) lets the alert task send what is pending.
+            drop(shared);
+            if let Some(task) = alert_task {
+                let _ = task.await;
+            }
+            self.pool.close().await;
+            info!("dead-letter archiver stopped");
+        });
+        (tasks, background)
     }
 
     /// Applies the schema migrations, retrying until they succeed; `false`
@@ -215,71 +241,6 @@ impl Archiver {
                 }
             }
         }
-    }
-
-    async fn consume_until_stopped(&self, shared: &Arc<Shared>, stop: &CancellationToken) {
-        let mut backoff = backoff(Duration::from_millis(1500));
-        loop {
-            match crate::broker::connect_any(&self.amqp).await {
-                Ok(connection) => {
-                    backoff = self::backoff(Duration::from_millis(1500));
-                    match self.session(shared, connection, stop).await {
-                        None => return,
-                        Some(why) => {
-                            warn!(reason = %why, "dead-letter archiver lost its RabbitMQ connection; reconnecting")
-                        }
-                    }
-                }
-                Err(e) => warn!(error = %e, "dead-letter archiver cannot reach RabbitMQ; retrying"),
-            }
-            let delay = backoff.next().unwrap_or(Duration::from_millis(1500));
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                _ = tokio::time::sleep(delay) => {}
-            }
-        }
-    }
-
-    /// One connection's life: a consumer per DLQ until `stop` (`None`) or
-    /// until something fails (`Some(why)`).
-    async fn session(
-        &self,
-        shared: &Arc<Shared>,
-        connection: Arc<Connection>,
-        stop: &CancellationToken,
-    ) -> Option<String> {
-        let session_stop = stop.child_token();
-        let mut consumers = tokio::task::JoinSet::new();
-        for source in &self.sources {
-            consumers.spawn(consume(
-                connection.clone(),
-                source.clone(),
-                shared.clone(),
-                session_stop.clone(),
-            ));
-        }
-        let mut events = connection.events_listener();
-        let end = loop {
-            tokio::select! {
-                _ = stop.cancelled() => break None,
-                event = events.next() => match event {
-                    Some(Event::Error(e)) => break Some(e.to_string()),
-                    Some(_) => {}
-                    None => break Some("connection event stream ended".to_owned()),
-                },
-                Some(done) = consumers.join_next() => match done {
-                    Ok(Ok(())) => {}
-                    Ok(Err(why)) => break Some(why),
-                    Err(e) => break Some(format!("archiver task failed: {e}")),
-                },
-            }
-        };
-        session_stop.cancel();
-        while consumers.join_next().await.is_some() {}
-        if connection.status().connected() {
-            let _ = connection.close(200, "OK".into()).await;
-        }
-        end
     }
 }
 

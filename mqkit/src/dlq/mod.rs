@@ -38,6 +38,8 @@ pub const ARCHIVE_TABLE: &str = "mqkit_dead_letters";
 #[cfg(feature = "dlq")]
 pub(crate) use archive::Archiver;
 
+use crate::broker::SessionTask;
+
 /// Without the `dlq` feature there is never an archiver.
 #[cfg(not(feature = "dlq"))]
 #[derive(Debug)]
@@ -45,8 +47,31 @@ pub(crate) enum Archiver {}
 
 #[cfg(not(feature = "dlq"))]
 impl Archiver {
-    pub(crate) async fn run(self, _stop: tokio_util::sync::CancellationToken) {
+    fn start(
+        self,
+        _stop: tokio_util::sync::CancellationToken,
+    ) -> (Vec<SessionTask>, crate::idempotency::BoxFuture<'static, ()>) {
         match self {}
+    }
+}
+
+/// Splits the archiver (if any) into its DLQ consumers, which the broker
+/// supervisor runs on the service's connection in every session, and its
+/// background work (table migration, alerts), which [`beside`] runs until
+/// `stop`.
+pub(crate) fn start(
+    archiver: Option<Archiver>,
+    stop: tokio_util::sync::CancellationToken,
+) -> (
+    Vec<SessionTask>,
+    Option<crate::idempotency::BoxFuture<'static, ()>>,
+) {
+    match archiver {
+        Some(archiver) => {
+            let (tasks, background) = archiver.start(stop);
+            (tasks, Some(background))
+        }
+        None => (Vec::new(), None),
     }
 }
 
@@ -74,18 +99,18 @@ pub(crate) fn prepare<'a>(
 }
 
 /// Runs `service` (the broker supervisor) and, when configured, the
-/// archiver beside it; the archiver stops on shutdown or when the service
-/// ends for any other reason.
+/// archiver's background work beside it; `stop` (a child of the shutdown
+/// token) is cancelled when the service ends for any reason, and the
+/// background work is awaited (pending alerts are sent).
 pub(crate) async fn beside<T>(
     service: impl std::future::Future<Output = T>,
-    archiver: Option<Archiver>,
-    shutdown: tokio_util::sync::CancellationToken,
+    background: Option<crate::idempotency::BoxFuture<'static, ()>>,
+    stop: tokio_util::sync::CancellationToken,
 ) -> T {
-    let Some(archiver) = archiver else {
+    let Some(background) = background else {
         return service.await;
     };
-    let stop = shutdown.child_token();
-    let archiving = tokio::spawn(archiver.run(stop.clone()));
+    let archiving = tokio::spawn(background);
     let result = service.await;
     stop.cancel();
     let _ = archiving.await;
