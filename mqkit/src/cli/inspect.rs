@@ -8,7 +8,7 @@ use lapin::Connection;
 use lapin::message::BasicGetMessage;
 use lapin::options::{BasicGetOptions, BasicNackOptions, QueuePurgeOptions};
 
-use super::{CliError, PurgeArgs, ShowArgs, queue_depth};
+use super::{CliError, PurgeArgs, ShowArgs, open_queue};
 use crate::dlq::letter::{
     DeadLetter, H_ATTEMPTS, H_ERROR, H_ERROR_KIND, H_FAILED_AT, H_ORIGINAL_QUEUE, headers_json,
 };
@@ -25,16 +25,12 @@ pub(super) async fn show(
     args: &ShowArgs,
 ) -> Result<ExitCode, CliError> {
     let queue = args.queue.as_str();
-    let depth = queue_depth(connection, vhost, queue).await?;
+    let (depth, channel) = open_queue(connection, vhost, queue).await?;
     let amqp = |what, source| CliError::Amqp {
         what,
         queue: queue.to_owned(),
         source,
     };
-    let channel = connection
-        .create_channel()
-        .await
-        .map_err(|e| amqp("opening a channel", e))?;
     let mut taken: Vec<BasicGetMessage> = Vec::new();
     let mut failure = None;
     while taken.len() < usize::try_from(args.limit).unwrap_or(usize::MAX) {
@@ -147,7 +143,7 @@ pub(super) async fn purge(
     args: &PurgeArgs,
 ) -> Result<ExitCode, CliError> {
     let queue = args.queue.as_str();
-    let depth = queue_depth(connection, vhost, queue).await?;
+    let (depth, channel) = open_queue(connection, vhost, queue).await?;
     if !args.yes {
         return Err(CliError::PurgeNeedsYes {
             queue: queue.to_owned(),
@@ -159,10 +155,6 @@ pub(super) async fn purge(
         queue: queue.to_owned(),
         source,
     };
-    let channel = connection
-        .create_channel()
-        .await
-        .map_err(|e| amqp("opening a channel", e))?;
     let purged = channel
         .queue_purge(queue.into(), QueuePurgeOptions::default())
         .await

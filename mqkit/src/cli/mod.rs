@@ -281,6 +281,24 @@ fn vhost_of(urls: &str) -> String {
         .unwrap_or_else(|| "/".to_owned())
 }
 
+/// The depth of an existing `queue` and a fresh channel to work on it.
+async fn open_queue(
+    connection: &Connection,
+    vhost: &str,
+    queue: &str,
+) -> Result<(u32, lapin::Channel), CliError> {
+    let depth = queue_depth(connection, vhost, queue).await?;
+    let channel = connection
+        .create_channel()
+        .await
+        .map_err(|source| CliError::Amqp {
+            what: "opening a channel",
+            queue: queue.to_owned(),
+            source,
+        })?;
+    Ok((depth, channel))
+}
+
 /// The queue's depth; [`CliError::NoQueue`] if it does not exist.
 async fn queue_depth(connection: &Connection, vhost: &str, queue: &str) -> Result<u32, CliError> {
     let amqp = |what, source| CliError::Amqp {

@@ -20,7 +20,7 @@ use lapin::Connection;
 use lapin::options::{BasicAckOptions, BasicGetOptions, BasicNackOptions};
 
 use super::inspect::plural;
-use super::{CliError, ReplayArgs, queue_depth};
+use super::{CliError, ReplayArgs, open_queue};
 use crate::dlq::letter::{DeadLetter, replay_properties};
 use crate::publish::{PublishError, Publisher};
 
@@ -41,16 +41,12 @@ pub(super) async fn replay(
     args: &ReplayArgs,
 ) -> Result<ExitCode, CliError> {
     let queue = args.queue.as_str();
-    let depth = queue_depth(connection, vhost, queue).await?;
+    let (depth, channel) = open_queue(connection, vhost, queue).await?;
     let amqp = |what, source| CliError::Amqp {
         what,
         queue: queue.to_owned(),
         source,
     };
-    let channel = connection
-        .create_channel()
-        .await
-        .map_err(|e| amqp("opening a channel", e))?;
     let publisher = Publisher::broker();
     publisher.attach(connection.clone()).await;
 
