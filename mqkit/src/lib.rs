@@ -18,6 +18,11 @@
 //!     Ok(())
 //! }
 //! # async fn charge(_: &OrderEvent) -> Result<(), std::io::Error> { Ok(()) }
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), mqkit::Error> {
+//!     mqkit::run().await // every #[consumer] in this binary, config from the environment
+//! }
 //! ```
 //!
 //! The macro checks the attribute and the signature at compile time (an
@@ -25,8 +30,8 @@
 //! implements [`Consumer`] for a companion type named like the function
 //! (`on_order {}`); the function itself stays an ordinary async fn.
 //!
-//! Each delivery goes through the [`pipeline`]: decode the JSON body, claim
-//! the business key in the [idempotency store](idempotency), run the
+//! Each delivery goes through the pipeline: decode the JSON body, claim the
+//! business key in the [idempotency store](IdempotencyStore), run the
 //! handler with a timeout and panic containment, and classify the result
 //! into an [`Outcome`]:
 //!
@@ -44,48 +49,60 @@
 //! Dead letters: with the `dlq` feature and `MQKIT_DLQ_ARCHIVE_URL`,
 //! [`run`] archives every DLQ into MySQL/MariaDB and can alert a webhook;
 //! the `cli` feature builds the `mqkit` command (`mqkit dlq list|show|replay|purge`).
-//! See [`dlq`].
+//!
+//! The crate's layers (`core` → `amqp` → `app` → `addons`) and the rules it
+//! enforces are described in the repository's `ARCHITECTURE.md`.
 
-pub mod app;
-pub mod broker;
-#[cfg(feature = "cli")]
-pub mod cli;
-pub mod config;
-pub mod consumer;
-pub mod context;
-pub mod dlq;
-pub mod error;
-pub mod handler;
-pub mod idempotency;
-pub mod mask;
-pub mod pipeline;
-pub mod publish;
-pub mod retry;
+mod addons;
+mod amqp;
+mod app;
+mod core;
 pub mod testing;
-pub mod topology;
 
-pub use app::{App, Running, run};
-pub use broker::ConnectionState;
-pub use config::{Config, DlqTuning};
-pub use consumer::{Consumer, ConsumerSpec, DecodeError, ExchangeBinding, QueueType, Registration};
-pub use context::Context;
-pub use error::Error;
-pub use handler::{BoxError, Disposition, HandlerError};
-pub use idempotency::{IdempotencyStore, MemoryStore, RedisStore};
+pub use crate::amqp::supervisor::ConnectionState;
+pub use crate::amqp::topology::TopologyError;
+pub use crate::app::builder::{App, Running, run};
+pub use crate::app::config::{Config, DEFAULT_AMQP_URL, DlqTuning};
+pub use crate::app::error::Error;
+pub use crate::app::tools::declare_topology;
+pub use crate::core::consumer::{Consumer, DecodeError, Registration};
+pub use crate::core::context::Context;
+pub use crate::core::decode::decode_json;
+pub use crate::core::handler::{BoxError, Disposition, HandlerError};
+pub use crate::core::headers::{FieldValue, Headers, Properties};
+pub use crate::core::idempotency::{
+    BoxFuture, Claim, IdempotencyStore, KeyBuilder, MemoryStore, RedisStore, StoreError,
+};
+pub use crate::core::outcome::{DeadLetterKind, Outcome, RequeueReason};
+pub use crate::core::publish::{Outgoing, Publish, PublishError, Publisher};
+pub use crate::core::retry::MAX_RETRY_DELAY;
+pub use crate::core::spec::{ConsumerSpec, ExchangeBinding, QueueType, SpecError};
 pub use mqkit_macros::consumer;
-pub use pipeline::{DeadLetterKind, Outcome, RequeueReason};
-pub use publish::{PublishError, Publisher};
+
+/// The add-ons compiled into this build, as the app layer starts them: the
+/// crate root is where the layers are wired together, so the app layer never
+/// names the add-ons above it.
+const ADDONS: &[app::addon::AddonFactory] = &[
+    #[cfg(feature = "dlq")]
+    addons::dlq::addon::prepare,
+];
+
+/// The `mqkit` operator command (feature `cli`): `mqkit dlq list | show |
+/// replay | purge`, for binaries that embed it.
+#[cfg(feature = "cli")]
+pub mod cli {
+    pub use crate::addons::cli::{main, main_with_args};
+}
 
 /// Items used by the code `#[mqkit::consumer]` generates. Not a stable API.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::consumer::{
-        Consumer, ConsumerSpec, DecodeError, ExchangeBinding, QueueType, Registration,
-    };
-    pub use crate::context::Context;
-    pub use crate::handler::HandlerError;
-    pub use crate::idempotency::KeyBuilder;
-    pub use crate::pipeline::decode_json;
+    pub use crate::core::consumer::{Consumer, DecodeError, Registration};
+    pub use crate::core::context::Context;
+    pub use crate::core::decode::decode_json;
+    pub use crate::core::handler::HandlerError;
+    pub use crate::core::idempotency::KeyBuilder;
+    pub use crate::core::spec::{ConsumerSpec, ExchangeBinding, QueueType};
     pub use linkme;
     pub use serde::de::DeserializeOwned;
     pub use std::borrow::Cow;

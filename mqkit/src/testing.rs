@@ -23,21 +23,62 @@
 
 use std::sync::{Arc, Mutex};
 
-use lapin::BasicProperties;
-use lapin::types::{AMQPValue, ShortString};
 use serde::Serialize;
 
-use crate::consumer::{Consumer, ConsumerSpec};
-use crate::idempotency::{IdempotencyStore, MemoryStore};
-use crate::pipeline::{Delivery, Deps, Outcome, Pipeline};
-use crate::publish::{Published, Publisher};
-use crate::retry::ATTEMPT_HEADER;
+use crate::core::consumer::Consumer;
+use crate::core::headers::{self, FieldValue, Properties};
+use crate::core::idempotency::{BoxFuture, IdempotencyStore, MemoryStore};
+use crate::core::outcome::Outcome;
+use crate::core::pipeline::{Delivery, Deps, Pipeline};
+use crate::core::publish::{Outgoing, Publish, PublishError, Publisher};
+use crate::core::spec::ConsumerSpec;
+
+/// A message published through the harness's recording publisher.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Published {
+    /// Target exchange (`""` for the default exchange).
+    pub exchange: String,
+    /// Routing key.
+    pub routing_key: String,
+    /// Body.
+    pub body: Vec<u8>,
+    /// Properties as the handler set them.
+    pub properties: Properties,
+}
+
+impl Published {
+    /// The body decoded as JSON.
+    pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        serde_json::from_slice(&self.body)
+    }
+}
+
+/// Keeps what handlers publish instead of sending it.
+#[derive(Debug, Default)]
+struct Recorder {
+    log: Mutex<Vec<Published>>,
+}
+
+impl Publish for Recorder {
+    fn publish<'a>(&'a self, m: Outgoing<'a>) -> BoxFuture<'a, Result<(), PublishError>> {
+        self.log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Published {
+                exchange: m.exchange.to_owned(),
+                routing_key: m.routing_key.to_owned(),
+                body: m.body.to_vec(),
+                properties: m.properties.clone(),
+            });
+        Box::pin(async { Ok(()) })
+    }
+}
 
 /// A delivery built in memory.
 #[derive(Debug, Clone, Default)]
 pub struct TestDelivery {
     body: Vec<u8>,
-    properties: BasicProperties,
+    properties: Properties,
     redelivered: bool,
 }
 
@@ -54,33 +95,36 @@ impl TestDelivery {
     /// `application/json`.
     pub fn json<T: Serialize + ?Sized>(value: &T) -> Result<Self, serde_json::Error> {
         let mut d = TestDelivery::new(serde_json::to_vec(value)?);
-        d.properties = d.properties.with_content_type("application/json".into());
+        d.properties.content_type = Some("application/json".to_owned());
         Ok(d)
     }
 
     /// Sets the `x-mqkit-attempt` header.
     pub fn attempt(self, attempt: u32) -> Self {
-        self.header(ATTEMPT_HEADER, AMQPValue::LongLongInt(attempt.into()))
+        self.header(headers::ATTEMPT, FieldValue::I64(attempt.into()))
     }
 
     /// Sets a header.
-    pub fn header(mut self, name: &str, value: AMQPValue) -> Self {
-        let mut headers = self.properties.headers().clone().unwrap_or_default();
-        headers.insert(ShortString::from(name), value);
-        self.properties = self.properties.with_headers(headers);
+    pub fn header(mut self, name: &str, value: impl Into<FieldValue>) -> Self {
+        self.properties.headers_mut().insert(name, value);
         self
     }
 
     /// Sets the `message_id` property.
     pub fn message_id(mut self, id: &str) -> Self {
-        self.properties = self.properties.with_message_id(id.into());
+        self.properties.message_id = Some(id.to_owned());
         self
     }
 
     /// Sets the `correlation_id` property.
     pub fn correlation_id(mut self, id: &str) -> Self {
-        self.properties = self.properties.with_correlation_id(id.into());
+        self.properties.correlation_id = Some(id.to_owned());
         self
+    }
+
+    /// The body.
+    pub fn body(&self) -> &[u8] {
+        &self.body
     }
 
     /// Sets the broker's redelivered flag.
@@ -94,7 +138,7 @@ impl Delivery for TestDelivery {
     fn body(&self) -> &[u8] {
         &self.body
     }
-    fn properties(&self) -> &BasicProperties {
+    fn properties(&self) -> &Properties {
         &self.properties
     }
     fn redelivered(&self) -> bool {
@@ -105,7 +149,7 @@ impl Delivery for TestDelivery {
 /// Runs one consumer in memory.
 pub struct TestHarness<C> {
     pipeline: Pipeline<C>,
-    published: Arc<Mutex<Vec<Published>>>,
+    published: Arc<Recorder>,
 }
 
 impl<C: Consumer> TestHarness<C> {
@@ -116,12 +160,13 @@ impl<C: Consumer> TestHarness<C> {
     }
 
     /// A harness with an adjusted spec (e.g. a shorter timeout) and the
-    /// given store (e.g. a [`RedisStore`](crate::idempotency::RedisStore)).
+    /// given store (e.g. a [`RedisStore`](crate::RedisStore)).
     pub fn with_store(consumer: C, spec: ConsumerSpec, store: Arc<dyn IdempotencyStore>) -> Self {
-        let (publisher, published) = Publisher::recording();
+        let recorder = Arc::new(Recorder::default());
+        let publisher = Publisher::new(recorder.clone());
         TestHarness {
             pipeline: Pipeline::new(consumer, spec, Deps { store, publisher }),
-            published,
+            published: recorder,
         }
     }
 
@@ -153,6 +198,7 @@ impl<C: Consumer> TestHarness<C> {
     /// What handlers published so far, through [`Context::publisher`](crate::Context::publisher).
     pub fn published(&self) -> Vec<Published> {
         self.published
+            .log
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()

@@ -1,0 +1,405 @@
+//! The `mqkit` operator command (feature `cli`): `mqkit dlq list | show |
+//! replay | purge`. `list` reads queue depths from the RabbitMQ management
+//! HTTP API; the others speak AMQP only.
+//!
+//! Entry points: [`main`] (what `src/bin/mqkit.rs` calls), [`main_with_args`]
+//! and [`run`] (parsed arguments in, exit code or [`CliError`] out).
+//!
+//! Exit codes: 0 done; 1 an error (one line on stderr, passwords masked);
+//! 2 bad usage; 3 `replay` finished but left messages it could not route in
+//! the DLQ.
+
+mod inspect;
+mod list;
+mod replay;
+
+use std::ffi::OsString;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Args, Parser, Subcommand};
+use lapin::Connection;
+use lapin::options::QueueDeclareOptions;
+use lapin::types::FieldTable;
+
+use crate::app::config::{Config, DEFAULT_AMQP_URL, split_urls};
+use crate::core::mask::mask_password;
+use crate::core::publish::PublishError;
+
+/// Default RabbitMQ management API address.
+pub(crate) const DEFAULT_MGMT_URL: &str = "http://127.0.0.1:15672";
+
+/// Inspect and repair the dead-letter queues of mqkit services.
+#[derive(Debug, Parser)]
+#[command(name = "mqkit", version, propagate_version = true)]
+pub(crate) struct Cli {
+    /// RabbitMQ URL (comma-separated cluster nodes are tried in turn).
+    #[arg(
+        long,
+        global = true,
+        env = "MQKIT_AMQP_URL",
+        hide_env_values = true,
+        default_value = DEFAULT_AMQP_URL,
+        value_name = "URL"
+    )]
+    pub url: String,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Top-level commands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Dead-letter queues: list, show, replay, purge.
+    #[command(subcommand)]
+    Dlq(DlqCommand),
+}
+
+/// `mqkit dlq …`
+#[derive(Debug, Subcommand)]
+pub(crate) enum DlqCommand {
+    /// List dead-letter queues and their depths (RabbitMQ management API).
+    List(ListArgs),
+    /// Show the first messages of a DLQ without consuming them (depth and
+    /// order stay unchanged).
+    Show(ShowArgs),
+    /// Send dead letters back to their original queue: each is published
+    /// with a confirm, then acked from the DLQ, so a crash loses nothing.
+    Replay(ReplayArgs),
+    /// Delete every message in a DLQ.
+    Purge(PurgeArgs),
+}
+
+/// `mqkit dlq list`
+#[derive(Debug, Args)]
+pub(crate) struct ListArgs {
+    /// RabbitMQ management API (same user and password as --url).
+    #[arg(long, env = "MQKIT_MGMT_URL", default_value = DEFAULT_MGMT_URL, value_name = "URL")]
+    pub api_url: String,
+    /// Which queue names to list (`*` any text, `?` one character).
+    #[arg(long, default_value = "dlq.*", value_name = "GLOB")]
+    pub pattern: String,
+}
+
+/// `mqkit dlq show`
+#[derive(Debug, Args)]
+pub(crate) struct ShowArgs {
+    /// The dead-letter queue.
+    pub queue: String,
+    /// How many messages to show, from the head of the queue.
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    pub limit: u32,
+}
+
+/// `mqkit dlq replay`
+#[derive(Debug, Args)]
+pub(crate) struct ReplayArgs {
+    /// The dead-letter queue.
+    pub queue: String,
+    /// Replay at most N messages.
+    #[arg(long, value_name = "N")]
+    pub limit: Option<u64>,
+    /// Only messages of these error kinds (x-mqkit-error-kind, or the
+    /// x-death reason for broker dead letters): decode, rejected,
+    /// retries-exhausted, panic, timeout, expired, maxlen… Repeat or
+    /// separate with commas. Others stay in the DLQ.
+    #[arg(long, value_name = "KIND", value_delimiter = ',')]
+    pub kind: Vec<String>,
+    /// Show what would be replayed; move nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Replay at most N messages per second (spare a recovering service).
+    #[arg(long, value_name = "N")]
+    pub rate: Option<u32>,
+}
+
+/// `mqkit dlq purge`
+#[derive(Debug, Args)]
+pub(crate) struct PurgeArgs {
+    /// The dead-letter queue.
+    pub queue: String,
+    /// Really delete the messages (required).
+    #[arg(long)]
+    pub yes: bool,
+}
+
+/// Why a command failed. Each message is one line and says what to check.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CliError {
+    /// No broker accepted the connection (or the login).
+    #[error(
+        "cannot connect to RabbitMQ: {0}. Check that RabbitMQ is running and the host, port, user, password and vhost in --url / MQKIT_AMQP_URL"
+    )]
+    Connect(String),
+    /// `--url` does not parse.
+    #[error("invalid --url / MQKIT_AMQP_URL {url}: {problem}")]
+    BadUrl {
+        /// The URL, password masked.
+        url: String,
+        /// The parser's complaint.
+        problem: String,
+    },
+    /// The queue does not exist.
+    #[error(
+        "queue `{queue}` does not exist in vhost `{vhost}`; `mqkit dlq list` shows the dead-letter queues"
+    )]
+    NoQueue {
+        /// The queue.
+        queue: String,
+        /// The vhost of --url.
+        vhost: String,
+    },
+    /// An AMQP operation failed.
+    #[error("{what} on queue `{queue}` failed: {source}")]
+    Amqp {
+        /// The operation.
+        what: &'static str,
+        /// The queue.
+        queue: String,
+        /// lapin's error.
+        source: lapin::Error,
+    },
+    /// A replayed message could not be published for a reason other than
+    /// routing; replay stops, the message stays in the DLQ.
+    #[error(
+        "replay stopped: publishing to `{target}` failed: {source}. The message stays in the DLQ; run the command again when the broker is healthy"
+    )]
+    Publish {
+        /// The original queue.
+        target: String,
+        /// The publish error.
+        source: PublishError,
+    },
+    /// `purge` without `--yes`.
+    #[error(
+        "refusing to purge `{queue}` ({depth} message{}) without --yes",
+        if *.depth == 1 { "" } else { "s" }
+    )]
+    PurgeNeedsYes {
+        /// The queue.
+        queue: String,
+        /// Its depth.
+        depth: u32,
+    },
+    /// The management API failed.
+    #[error("RabbitMQ management API at {api}: {problem}")]
+    Management {
+        /// The API URL, password masked.
+        api: String,
+        /// What went wrong and what to check.
+        problem: String,
+    },
+}
+
+/// Runs the command line of this process and returns its exit code.
+pub fn main() -> ExitCode {
+    main_with_args(std::env::args_os())
+}
+
+/// Runs a command line (`args[0]` is the program name): parses it, runs
+/// the command on a single-threaded runtime, prints an error as one line.
+pub fn main_with_args<I, T>(args: I) -> ExitCode
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {}", one_line(&e.to_string()));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs a parsed command; the report goes to stdout, progress to stderr.
+pub(crate) async fn run(cli: Cli) -> Result<ExitCode, CliError> {
+    let Command::Dlq(command) = cli.command;
+    if let DlqCommand::List(args) = &command {
+        return list::list(&cli.url, args).await;
+    }
+    let connection = connect(&cli.url).await?;
+    let vhost = vhost_of(&cli.url);
+    let result = match &command {
+        DlqCommand::List(_) => Ok(ExitCode::SUCCESS),
+        DlqCommand::Show(args) => inspect::show(&connection, &vhost, args).await,
+        DlqCommand::Purge(args) => inspect::purge(&connection, &vhost, args).await,
+        DlqCommand::Replay(args) => replay::replay(&connection, &vhost, args).await,
+    };
+    if connection.status().connected() {
+        let _ = connection.close(200, "OK".into()).await;
+    }
+    result
+}
+
+async fn connect(urls: &str) -> Result<Arc<Connection>, CliError> {
+    let config = Config {
+        amqp_urls: split_urls(urls),
+        connection_name: "mqkit-cli".to_owned(),
+        ..Config::default()
+    };
+    if config.amqp_urls.is_empty() {
+        return Err(CliError::BadUrl {
+            url: String::new(),
+            problem: "it is empty".to_owned(),
+        });
+    }
+    crate::amqp::connection::connect_any(&config.connect_options())
+        .await
+        // lapin's texts end in a period; the message adds its own sentence.
+        .map_err(|cause| CliError::Connect(cause.trim_end_matches('.').to_owned()))
+}
+
+/// The vhost of the first URL, for messages (`/` when it does not parse).
+fn vhost_of(urls: &str) -> String {
+    split_urls(urls)
+        .first()
+        .and_then(|u| u.parse::<lapin::uri::AMQPUri>().ok())
+        .map(|u| u.vhost)
+        .unwrap_or_else(|| "/".to_owned())
+}
+
+/// The depth of an existing `queue` and a fresh channel to work on it.
+async fn open_queue(
+    connection: &Connection,
+    vhost: &str,
+    queue: &str,
+) -> Result<(u32, lapin::Channel), CliError> {
+    let depth = queue_depth(connection, vhost, queue).await?;
+    let channel = connection
+        .create_channel()
+        .await
+        .map_err(|source| CliError::Amqp {
+            what: "opening a channel",
+            queue: queue.to_owned(),
+            source,
+        })?;
+    Ok((depth, channel))
+}
+
+/// The queue's depth; [`CliError::NoQueue`] if it does not exist.
+async fn queue_depth(connection: &Connection, vhost: &str, queue: &str) -> Result<u32, CliError> {
+    let amqp = |what, source| CliError::Amqp {
+        what,
+        queue: queue.to_owned(),
+        source,
+    };
+    let name = lapin::types::ShortString::try_new(queue).map_err(|_| CliError::NoQueue {
+        queue: queue.to_owned(),
+        vhost: vhost.to_owned(),
+    })?;
+    // A passive declare of a missing queue closes its channel: use a spare one.
+    let channel = connection
+        .create_channel()
+        .await
+        .map_err(|e| amqp("opening a channel", e))?;
+    let declared = channel
+        .queue_declare(
+            name,
+            QueueDeclareOptions {
+                passive: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await;
+    if channel.status().connected() {
+        let _ = channel.close(200, "OK".into()).await;
+    }
+    match declared {
+        Ok(q) => Ok(q.message_count()),
+        Err(e) => match e.kind() {
+            lapin::ErrorKind::ProtocolError(p) if p.get_id() == 404 => Err(CliError::NoQueue {
+                queue: queue.to_owned(),
+                vhost: vhost.to_owned(),
+            }),
+            _ => Err(amqp("checking the queue", e)),
+        },
+    }
+}
+
+/// Newlines out, so every error is one line.
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// A URL for messages, password masked.
+fn shown(url: &str) -> String {
+    mask_password(url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory as _;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn url_works_before_and_after_the_subcommand() {
+        for args in [
+            &["mqkit", "--url", "amqp://a:b@h/%2f", "dlq", "show", "q"][..],
+            &["mqkit", "dlq", "show", "q", "--url", "amqp://a:b@h/%2f"][..],
+            &["mqkit", "dlq", "--url", "amqp://a:b@h/%2f", "show", "q"][..],
+        ] {
+            let cli = Cli::try_parse_from(args).map_err(|e| e.to_string());
+            assert_eq!(
+                cli.map(|c| c.url).as_deref(),
+                Ok("amqp://a:b@h/%2f"),
+                "{args:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn kinds_split_on_commas_and_repeat() {
+        let cli = Cli::try_parse_from([
+            "mqkit",
+            "dlq",
+            "replay",
+            "q",
+            "--kind",
+            "decode,rejected",
+            "--kind",
+            "panic",
+        ]);
+        match cli.map(|c| c.command) {
+            Ok(Command::Dlq(DlqCommand::Replay(r))) => {
+                assert_eq!(r.kind, ["decode", "rejected", "panic"]);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn errors_are_one_line() {
+        assert_eq!(one_line("a\n  b\tc"), "a b c");
+        assert_eq!(vhost_of("amqp://u:p@h:5672/%2f"), "/");
+        assert_eq!(vhost_of("amqp://u:p@h:5672/prod"), "prod");
+    }
+}

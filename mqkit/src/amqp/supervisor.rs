@@ -1,0 +1,278 @@
+//! The connection supervisor: connects (bounded at startup), declares every
+//! consumer's topology, runs a consumer per queue plus the session tasks
+//! add-ons register, and reconnects with capped, jittered exponential
+//! back-off when the connection is lost; graceful shutdown.
+//!
+//! Entry point: [`Supervisor`], driven by the app layer.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt as _;
+use lapin::{Connection, Event};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use super::connection::{ConnectOptions, connect_any};
+use super::consume::ConsumeError;
+use super::publisher::BrokerPublisher;
+use super::topology::{self, TopologyError};
+use super::worker;
+use crate::core::backoff;
+use crate::core::idempotency::BoxFuture;
+use crate::core::pipeline::ErasedPipeline;
+use crate::core::publish::Publisher;
+
+/// The state of the process's broker connection, for readiness probes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConnectionState {
+    /// Starting up: not connected yet.
+    Connecting,
+    /// Connected, topology declared, consumers running.
+    Connected,
+    /// The connection was lost; reconnecting with back-off.
+    Reconnecting,
+    /// Shut down.
+    Closed,
+}
+
+/// Work besides the consumers that runs on each session's connection (the
+/// dead-letter archiver's DLQ consumers): started with the connection and a
+/// token cancelled when the session ends; `Err` ends the session as lost.
+pub(crate) type SessionTask = Arc<
+    dyn Fn(
+            Arc<Connection>,
+            CancellationToken,
+        ) -> BoxFuture<'static, Result<(), String>>
+        + Send
+        + Sync,
+>;
+
+/// Why the service could not start or keep running.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SupervisorError {
+    /// The broker could not be reached within the startup timeout.
+    #[error("cannot connect to {urls} (kept trying for {waited_secs}s): {cause}")]
+    Connect {
+        /// The URLs tried, passwords masked.
+        urls: String,
+        /// Seconds spent trying.
+        waited_secs: u64,
+        /// The last error of each URL.
+        cause: String,
+    },
+    /// Declaring topology failed.
+    #[error(transparent)]
+    Topology(#[from] TopologyError),
+    /// The broker refused a consumer.
+    #[error(transparent)]
+    Consume(ConsumeError),
+}
+
+/// Owns the connection lifecycle.
+pub(crate) struct Supervisor {
+    pub(crate) connect: ConnectOptions,
+    pub(crate) startup_timeout: Duration,
+    pub(crate) shutdown_grace: Duration,
+    pub(crate) pipelines: Vec<Arc<dyn ErasedPipeline>>,
+    pub(crate) extra: Vec<SessionTask>,
+    pub(crate) publisher: Arc<BrokerPublisher>,
+    pub(crate) state: watch::Sender<ConnectionState>,
+    pub(crate) shutdown: CancellationToken,
+}
+
+/// Why a session ended.
+enum SessionEnd {
+    Shutdown,
+    Lost(String),
+    Fatal(SupervisorError),
+}
+
+impl Supervisor {
+    /// Connects (bounded by the startup timeout) and declares every
+    /// consumer's topology, so that configuration errors surface from
+    /// `start()` rather than in the background.
+    pub(crate) async fn startup(&self) -> Result<Arc<Connection>, SupervisorError> {
+        let started = Instant::now();
+        let mut backoff = reconnect_backoff();
+        let connection = loop {
+            match connect_any(&self.connect).await {
+                Ok(c) => break c,
+                Err(cause) => {
+                    let waited = started.elapsed();
+                    let delay = backoff.next().unwrap_or(Duration::from_secs(1));
+                    if waited + delay >= self.startup_timeout || self.shutdown.is_cancelled() {
+                        return Err(SupervisorError::Connect {
+                            urls: self.connect.masked_urls(),
+                            waited_secs: waited.as_secs(),
+                            cause,
+                        });
+                    }
+                    warn!(urls = %self.connect.masked_urls(), error = %cause, retry_in = ?delay, "cannot reach RabbitMQ yet; retrying");
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        };
+        self.declare_all(&connection).await?;
+        self.publisher.attach(connection.clone()).await;
+        Ok(connection)
+    }
+
+    async fn declare_all(&self, connection: &Connection) -> Result<(), TopologyError> {
+        for p in &self.pipelines {
+            topology::declare(connection, &topology::plan(p.spec())).await?;
+            info!(queue = %p.spec().queue, dlq = %p.spec().dlq, "topology declared");
+        }
+        Ok(())
+    }
+
+    /// Runs sessions until shutdown, reconnecting forever in between.
+    pub(crate) async fn run(self, first: Arc<Connection>) -> Result<(), SupervisorError> {
+        let mut connection = first;
+        loop {
+            match self.session(connection).await {
+                SessionEnd::Shutdown => {
+                    self.state.send_replace(ConnectionState::Closed);
+                    return Ok(());
+                }
+                SessionEnd::Fatal(e) => {
+                    self.state.send_replace(ConnectionState::Closed);
+                    return Err(e);
+                }
+                SessionEnd::Lost(why) => {
+                    self.state.send_replace(ConnectionState::Reconnecting);
+                    self.publisher.detach().await;
+                    error!(reason = %why, "lost the RabbitMQ connection; reconnecting");
+                    match self.reconnect().await {
+                        Some(c) => connection = c,
+                        None => {
+                            self.state.send_replace(ConnectionState::Closed);
+                            return Ok(());
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reconnects with back-off until it succeeds (re-declaring topology)
+    /// or shutdown is requested (`None`).
+    async fn reconnect(&self) -> Option<Arc<Connection>> {
+        let mut backoff = reconnect_backoff();
+        let mut attempt = 0u32;
+        loop {
+            let delay = backoff.next().unwrap_or(Duration::from_millis(1500));
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return None,
+                _ = tokio::time::sleep(delay) => {}
+            }
+            attempt += 1;
+            match connect_any(&self.connect).await {
+                Ok(c) => match self.declare_all(&c).await {
+                    Ok(()) => {
+                        info!(attempt, "reconnected to RabbitMQ and re-declared topology");
+                        self.publisher.attach(c.clone()).await;
+                        return Some(c);
+                    }
+                    Err(e) => {
+                        warn!(attempt, error = %e, "reconnected but could not re-declare topology; retrying");
+                        let _ = c.close(200, "OK".into()).await;
+                    }
+                },
+                Err(e) => warn!(attempt, error = %e, next_in = ?delay, "reconnect failed"),
+            }
+        }
+    }
+
+    async fn session(&self, connection: Arc<Connection>) -> SessionEnd {
+        let stop = CancellationToken::new();
+        let mut consumers = tokio::task::JoinSet::new();
+        let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel(self.pipelines.len().max(1));
+        for p in &self.pipelines {
+            consumers.spawn(worker::run(
+                connection.clone(),
+                p.clone(),
+                Publisher::new(self.publisher.clone()),
+                stop.clone(),
+                worker::Drain {
+                    shutdown: self.shutdown.clone(),
+                    grace: self.shutdown_grace,
+                },
+                ready_tx.clone(),
+            ));
+        }
+        drop(ready_tx);
+        let mut extras = tokio::task::JoinSet::new();
+        for task in &self.extra {
+            extras.spawn(task(connection.clone(), stop.clone()));
+        }
+        // Ready (for probes and `start()`) once every consumer is consuming.
+        let mut starting = self.pipelines.len();
+        let mut events = connection.events_listener();
+        let end = loop {
+            tokio::select! {
+                _ = self.shutdown.cancelled() => break SessionEnd::Shutdown,
+                Some(()) = ready_rx.recv(), if starting > 0 => {
+                    starting -= 1;
+                    if starting == 0 {
+                        self.state.send_replace(ConnectionState::Connected);
+                    }
+                }
+                event = events.next() => match event {
+                    Some(Event::Error(e)) => break SessionEnd::Lost(e.to_string()),
+                    Some(Event::ConnectionBlocked(reason)) => warn!(%reason, "broker blocked the connection (resource alarm); publishing waits"),
+                    Some(Event::ConnectionUnblocked) => info!("broker unblocked the connection"),
+                    Some(_) => {}
+                    None => break SessionEnd::Lost("connection event stream ended".to_owned()),
+                },
+                Some(done) = extras.join_next() => match done {
+                    Ok(Ok(())) => {}
+                    Ok(Err(why)) => break SessionEnd::Lost(why),
+                    Err(join) => break SessionEnd::Lost(format!("session task failed: {join}")),
+                },
+                Some(done) = consumers.join_next() => match done {
+                    Ok(Ok(())) => {}
+                    Ok(Err(ConsumeError::Lost(why))) => break SessionEnd::Lost(why),
+                    Ok(Err(refused)) => break SessionEnd::Fatal(SupervisorError::Consume(refused)),
+                    Err(join) => break SessionEnd::Lost(format!("consumer task failed: {join}")),
+                },
+            }
+        };
+        // Consumers stop receiving at once; on shutdown they drain in-flight
+        // handlers within the grace period before closing their channels.
+        stop.cancel();
+        while extras.join_next().await.is_some() {}
+        while let Some(done) = consumers.join_next().await {
+            if let Ok(Err(e)) = done
+                && matches!(end, SessionEnd::Shutdown)
+            {
+                warn!(error = %e, "consumer ended with an error during shutdown");
+            }
+        }
+        // On shutdown the connection closes cleanly; when the session is
+        // replaced (a channel or the connection failed), closing it returns
+        // every unacked delivery of this session to its queue.
+        if !matches!(end, SessionEnd::Lost(_)) {
+            self.publisher.detach().await;
+        }
+        if connection.status().connected()
+            && let Err(e) = connection.close(200, "OK".into()).await
+        {
+            warn!(error = %e, "closing the connection failed");
+        }
+        if matches!(end, SessionEnd::Shutdown) {
+            info!("connection closed");
+        }
+        end
+    }
+}
+
+/// Capped exponential back-off with jitter: 100 ms doubling to 1.5 s, plus
+/// up to 100 % jitter. One connection per process makes a short cap cheap for
+/// the broker, and it bounds how long consumption stays down after the
+/// broker is back (under 3.5 s).
+fn reconnect_backoff() -> backon::ExponentialBackoff {
+    backoff::exponential(Duration::from_millis(100), Duration::from_millis(1500))
+}

@@ -1,0 +1,308 @@
+//! One consumer's deliveries: each goes through the core pipeline, and its
+//! [`Outcome`] is applied on the channel that delivered it: ack, publish to
+//! a delay queue or the DLQ (confirmed) then ack, or reject so the broker's
+//! own dead-letter route catches what could not be published.
+//!
+//! Entry point: [`run`], one consumer for one session.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use lapin::Connection;
+use lapin::message::Delivery;
+use lapin::options::{BasicAckOptions, BasicNackOptions, BasicRejectOptions};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+use super::consume::{ConsumeError, Consumption, consume};
+use super::convert::properties_from;
+use crate::core::headers::{self, Properties};
+use crate::core::outcome::Outcome;
+use crate::core::pipeline::{self, ErasedPipeline};
+use crate::core::publish::Publisher;
+use crate::core::retry::delay_queue_name;
+use crate::core::spec::ConsumerSpec;
+
+/// Error texts longer than this are cut in headers (frames have limits).
+const MAX_ERROR_HEADER: usize = 4096;
+
+/// Whether a stopping consumer waits for its in-flight handlers.
+#[derive(Debug, Clone)]
+pub(crate) struct Drain {
+    /// Cancelled on a shutdown request (as opposed to a lost connection).
+    pub(crate) shutdown: CancellationToken,
+    /// How long to wait for in-flight handlers on shutdown.
+    pub(crate) grace: Duration,
+}
+
+impl Drain {
+    /// The grace period if this stop is a shutdown; `None` when the session
+    /// is being replaced and in-flight handlers finish on their own.
+    fn grace(&self) -> Option<Duration> {
+        self.shutdown.is_cancelled().then_some(self.grace)
+    }
+}
+
+/// Consumes the pipeline's queue on `connection` until `stop` or a failure.
+pub(crate) async fn run(
+    connection: Arc<Connection>,
+    pipeline: Arc<dyn ErasedPipeline>,
+    publisher: Publisher,
+    stop: CancellationToken,
+    drain: Drain,
+    ready: tokio::sync::mpsc::Sender<()>,
+) -> Result<(), ConsumeError> {
+    let spec = pipeline.spec().clone();
+    let what = Consumption {
+        queue: spec.queue.to_string(),
+        tag: format!("{}.{}", spec.queue, std::process::id()),
+        prefetch: spec.prefetch,
+        concurrency: spec.concurrency,
+    };
+    let worker = Arc::new(Worker {
+        counters: Counters::new(&spec.queue),
+        pipeline,
+        spec,
+        publisher,
+    });
+    consume(
+        &connection,
+        &what,
+        &stop,
+        || drain.grace(),
+        || {
+            let _ = ready.try_send(());
+        },
+        |delivery| {
+            let worker = worker.clone();
+            async move { worker.handle(delivery).await }
+        },
+    )
+    .await
+}
+
+/// A lapin delivery with its properties converted once for the pipeline.
+struct Received {
+    delivery: Delivery,
+    properties: Properties,
+}
+
+impl pipeline::Delivery for Received {
+    fn body(&self) -> &[u8] {
+        &self.delivery.data
+    }
+    fn properties(&self) -> &Properties {
+        &self.properties
+    }
+    fn redelivered(&self) -> bool {
+        self.delivery.redelivered
+    }
+}
+
+/// What each delivery's task needs, shared behind one `Arc`.
+struct Worker {
+    pipeline: Arc<dyn ErasedPipeline>,
+    spec: ConsumerSpec,
+    publisher: Publisher,
+    counters: Counters,
+}
+
+/// Metric handles registered once per consumer, so the hot path allocates
+/// no label strings.
+struct Counters {
+    ack: metrics::Counter,
+    retry: metrics::Counter,
+    dead_letter: metrics::Counter,
+    duplicate: metrics::Counter,
+    requeue: metrics::Counter,
+    lost_ack: metrics::Counter,
+    lost_nack: metrics::Counter,
+    lost_reject: metrics::Counter,
+}
+
+impl Counters {
+    fn new(queue: &str) -> Self {
+        let outcome = |name: &'static str| metrics::counter!("mqkit_messages_total", "queue" => queue.to_owned(), "outcome" => name);
+        let lost = |kind: &'static str| metrics::counter!("mqkit_acks_lost_total", "queue" => queue.to_owned(), "kind" => kind);
+        Counters {
+            ack: outcome("ack"),
+            retry: outcome("retry"),
+            dead_letter: outcome("dead-letter"),
+            duplicate: outcome("duplicate"),
+            requeue: outcome("requeue"),
+            lost_ack: lost("ack"),
+            lost_nack: lost("nack"),
+            lost_reject: lost("reject"),
+        }
+    }
+
+    fn outcome(&self, outcome: &Outcome) -> &metrics::Counter {
+        match outcome {
+            Outcome::Ack => &self.ack,
+            Outcome::Retry { .. } => &self.retry,
+            Outcome::DeadLetter { .. } => &self.dead_letter,
+            Outcome::Duplicate => &self.duplicate,
+            Outcome::Requeue { .. } => &self.requeue,
+        }
+    }
+}
+
+impl Worker {
+    async fn handle(&self, delivery: Delivery) {
+        let received = Received {
+            properties: properties_from(&delivery.properties),
+            delivery,
+        };
+        let started = Instant::now();
+        let outcome = self.pipeline.process(&received).await;
+        let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let message_id = received.properties.message_id.as_deref().unwrap_or("");
+        let attempt = received.properties.attempt();
+        let queue = self.spec.queue.as_ref();
+        let name = outcome.name();
+        match &outcome {
+            Outcome::Ack => debug!(
+                queue,
+                message_id,
+                attempt,
+                outcome = name,
+                elapsed_ms,
+                "handled"
+            ),
+            Outcome::Duplicate => {
+                info!(
+                    queue,
+                    message_id,
+                    attempt,
+                    outcome = name,
+                    elapsed_ms,
+                    "duplicate skipped"
+                )
+            }
+            Outcome::Retry { delay, error, .. } => {
+                warn!(queue, message_id, attempt, outcome = name, elapsed_ms, retry_in = ?delay, error = %error, "handler failed; retrying later")
+            }
+            Outcome::Requeue { delay, reason } => {
+                info!(queue, message_id, attempt, outcome = name, elapsed_ms, retry_in = ?delay, reason = %reason, "requeued without counting an attempt")
+            }
+            Outcome::DeadLetter {
+                kind,
+                error,
+                attempts,
+            } => {
+                error!(queue, message_id, attempt, outcome = name, elapsed_ms, kind = %kind, attempts, error = %error, "dead-lettered")
+            }
+        }
+        self.counters.outcome(&outcome).increment(1);
+        self.apply(&received, outcome).await;
+    }
+
+    /// Turns an outcome into ack / publish-then-ack / reject.
+    async fn apply(&self, received: &Received, outcome: Outcome) {
+        let spec = &self.spec;
+        let queue = spec.queue.as_ref();
+        let delivery = &received.delivery;
+        match outcome {
+            Outcome::Ack | Outcome::Duplicate => self.ack(delivery).await,
+            Outcome::Retry { attempt, delay, .. } => {
+                let next = i64::from(attempt.saturating_add(1));
+                let props = with_headers(&received.properties, |h| {
+                    h.insert(headers::ATTEMPT, next);
+                });
+                self.republish(delivery, delay, &props).await;
+            }
+            Outcome::Requeue { delay, .. } => {
+                self.republish(delivery, delay, &received.properties).await;
+            }
+            Outcome::DeadLetter {
+                kind,
+                error,
+                attempts,
+            } => {
+                let failed_at = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
+                let props = with_headers(&received.properties, |h| {
+                    h.insert(headers::ERROR, truncate(&error, MAX_ERROR_HEADER));
+                    h.insert(headers::ERROR_KIND, kind.as_str());
+                    h.insert(headers::ATTEMPTS, i64::from(attempts));
+                    h.insert(headers::ORIGINAL_QUEUE, queue);
+                    h.insert(headers::FAILED_AT, failed_at);
+                });
+                match self
+                    .publisher
+                    .publish_raw(&spec.dlx, &spec.dlq, &delivery.data, &props, true)
+                    .await
+                {
+                    Ok(()) => self.ack(delivery).await,
+                    Err(e) => {
+                        // The broker's own dead-letter route (x-dead-letter-*
+                        // on the work queue) still catches it: nothing is lost.
+                        error!(queue, error = %e, "DLQ publish not confirmed; rejecting so the broker dead-letters the message");
+                        let sent = delivery
+                            .acker
+                            .reject(BasicRejectOptions { requeue: false })
+                            .await;
+                        if !matches!(sent, Ok(true)) {
+                            self.lost("reject", &self.counters.lost_reject);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    async fn republish(&self, delivery: &Delivery, delay: Duration, props: &Properties) {
+        let queue = self.spec.queue.as_ref();
+        let target = delay_queue_name(queue, delay);
+        match self
+            .publisher
+            .publish_raw("", &target, &delivery.data, props, true)
+            .await
+        {
+            Ok(()) => self.ack(delivery).await,
+            Err(e) => {
+                // Not lost: back to the work queue at once, attempt unchanged.
+                error!(queue, delay_queue = %target, error = %e, "could not publish to the delay queue; requeueing at once");
+                let options = BasicNackOptions {
+                    requeue: true,
+                    multiple: false,
+                };
+                if !matches!(delivery.acker.nack(options).await, Ok(true)) {
+                    self.lost("nack", &self.counters.lost_nack);
+                }
+            }
+        }
+    }
+
+    async fn ack(&self, delivery: &Delivery) {
+        match delivery.acker.ack(BasicAckOptions::default()).await {
+            Ok(true) => {}
+            // The channel that delivered the message is gone: the broker will
+            // redeliver it, and the idempotency record keeps effects single.
+            Ok(false) | Err(_) => self.lost("ack", &self.counters.lost_ack),
+        }
+    }
+
+    fn lost(&self, what: &'static str, counter: &metrics::Counter) {
+        warn!(queue = %self.spec.queue, what, "could not send {what}: the delivering channel is closed; the broker redelivers the message");
+        counter.increment(1);
+    }
+}
+
+/// A copy of `props` with headers edited, persistent.
+fn with_headers(props: &Properties, edit: impl FnOnce(&mut crate::core::headers::Headers)) -> Properties {
+    let mut props = props.clone();
+    edit(props.headers_mut());
+    props.delivery_mode = Some(2);
+    props
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}

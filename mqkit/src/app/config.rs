@@ -1,0 +1,226 @@
+//! [`Config`]: the process-wide settings, from the environment
+//! (`MQKIT_*`, see ARCHITECTURE.md "Configuration") or set on [`App`](crate::App).
+
+use std::time::Duration;
+
+use super::error::Error;
+use crate::amqp::connection::ConnectOptions;
+use crate::core::mask::{mask_password, mask_secrets};
+
+/// Default broker URL.
+pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+/// Process-wide settings.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Broker URLs, tried in turn (cluster nodes).
+    pub amqp_urls: Vec<String>,
+    /// Redis URL for idempotency records; `None` = in-process store.
+    pub redis_url: Option<String>,
+    /// AMQP heartbeat interval.
+    pub heartbeat: Duration,
+    /// How long in-flight handlers may run on after a shutdown signal.
+    pub shutdown_grace: Duration,
+    /// How long startup keeps trying to reach the broker before failing.
+    pub startup_timeout: Duration,
+    /// The `connection_name` client property shown in the management UI.
+    pub connection_name: String,
+    /// MySQL/MariaDB URL of the dead-letter archive (`MQKIT_DLQ_ARCHIVE_URL`):
+    /// set = every DLQ of the service's consumers is archived there (needs
+    /// the `dlq` feature); `None` = DLQs are left alone.
+    pub dlq_archive_url: Option<String>,
+    /// Webhook for dead-letter alerts (`MQKIT_DLQ_ALERT_WEBHOOK`, `http://`);
+    /// needs [`Config::dlq_archive_url`], since alerts come from the archiver.
+    pub dlq_alert_webhook: Option<String>,
+    /// Timings of the archiver and its alerts (not read from the environment).
+    pub dlq_tuning: DlqTuning,
+}
+
+/// Timings of the dead-letter archiver and its alerts. The defaults suit
+/// production; tests shorten them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DlqTuning {
+    /// At most one alert per queue per window; dead letters arriving within
+    /// it are folded into the next alert's count. Default 60 s.
+    pub alert_window: Duration,
+    /// How long one webhook POST may take. Default 5 s.
+    pub alert_timeout: Duration,
+    /// How long a dead letter that could not be stored is held before it is
+    /// nacked back to its DLQ (so an archive outage is no hot loop). Default 5 s.
+    pub retry_delay: Duration,
+}
+
+impl Default for DlqTuning {
+    fn default() -> Self {
+        DlqTuning {
+            alert_window: Duration::from_secs(60),
+            alert_timeout: Duration::from_secs(5),
+            retry_delay: Duration::from_secs(5),
+        }
+    }
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("amqp_urls", &self.masked_urls())
+            .field("redis_url", &self.redis_url.as_deref().map(mask_password))
+            .field("heartbeat", &self.heartbeat)
+            .field("shutdown_grace", &self.shutdown_grace)
+            .field("startup_timeout", &self.startup_timeout)
+            .field("connection_name", &self.connection_name)
+            .field(
+                "dlq_archive_url",
+                &self.dlq_archive_url.as_deref().map(mask_password),
+            )
+            .field(
+                "dlq_alert_webhook",
+                &self.dlq_alert_webhook.as_deref().map(mask_secrets),
+            )
+            .field("dlq_tuning", &self.dlq_tuning)
+            .finish()
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            amqp_urls: vec![DEFAULT_AMQP_URL.to_owned()],
+            redis_url: None,
+            heartbeat: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(30),
+            startup_timeout: Duration::from_secs(15),
+            connection_name: default_connection_name(),
+            dlq_archive_url: None,
+            dlq_alert_webhook: None,
+            dlq_tuning: DlqTuning::default(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads `MQKIT_AMQP_URL`, `MQKIT_REDIS_URL`, `MQKIT_HEARTBEAT_SECS`,
+    /// `MQKIT_SHUTDOWN_GRACE_SECS`, `MQKIT_DLQ_ARCHIVE_URL` and
+    /// `MQKIT_DLQ_ALERT_WEBHOOK`; unset variables keep their defaults.
+    pub fn from_env() -> Result<Self, Error> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// [`Config::from_env`] over any lookup function (for tests).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, Error> {
+        let mut config = Config::default();
+        if let Some(urls) = get("MQKIT_AMQP_URL").filter(|s| !s.trim().is_empty()) {
+            config.amqp_urls = split_urls(&urls);
+        }
+        config.redis_url = get("MQKIT_REDIS_URL").filter(|s| !s.trim().is_empty());
+        config.dlq_archive_url = get("MQKIT_DLQ_ARCHIVE_URL").filter(|s| !s.trim().is_empty());
+        config.dlq_alert_webhook = get("MQKIT_DLQ_ALERT_WEBHOOK").filter(|s| !s.trim().is_empty());
+        if let Some(v) = get("MQKIT_HEARTBEAT_SECS") {
+            config.heartbeat = Duration::from_secs(secs("MQKIT_HEARTBEAT_SECS", &v, 1, 3600)?);
+        }
+        if let Some(v) = get("MQKIT_SHUTDOWN_GRACE_SECS") {
+            config.shutdown_grace =
+                Duration::from_secs(secs("MQKIT_SHUTDOWN_GRACE_SECS", &v, 0, 86_400)?);
+        }
+        Ok(config)
+    }
+
+    /// The broker URLs with passwords masked, comma-separated.
+    pub fn masked_urls(&self) -> String {
+        self.connect_options().masked_urls()
+    }
+
+    /// How the AMQP layer connects for these settings.
+    pub(crate) fn connect_options(&self) -> ConnectOptions {
+        ConnectOptions {
+            urls: self.amqp_urls.clone(),
+            heartbeat: self.heartbeat,
+            connection_name: self.connection_name.clone(),
+        }
+    }
+}
+
+/// Splits a comma-separated URL list, dropping empty entries.
+pub(crate) fn split_urls(urls: &str) -> Vec<String> {
+    urls.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+fn secs(name: &str, value: &str, min: u64, max: u64) -> Result<u64, Error> {
+    match value.trim().parse::<u64>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        _ => Err(Error::Config(format!(
+            "{name}={value:?} is not a whole number of seconds between {min} and {max}"
+        ))),
+    }
+}
+
+fn default_connection_name() -> String {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "mqkit".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_environment_table() {
+        let env = |name: &str| match name {
+            "MQKIT_AMQP_URL" => Some("amqp://a:pw@n1/%2f, amqp://a:pw@n2/%2f".to_owned()),
+            "MQKIT_REDIS_URL" => Some("redis://127.0.0.1:6379".to_owned()),
+            "MQKIT_HEARTBEAT_SECS" => Some("5".to_owned()),
+            _ => None,
+        };
+        let c = Config::from_lookup(env).unwrap_or_default();
+        assert_eq!(c.amqp_urls.len(), 2);
+        assert_eq!(c.masked_urls(), "amqp://a:****@n1/%2f,amqp://a:****@n2/%2f");
+        assert_eq!(c.heartbeat, Duration::from_secs(5));
+        assert_eq!(c.shutdown_grace, Duration::from_secs(30));
+        assert!(c.redis_url.is_some());
+        assert!(!format!("{c:?}").contains("pw"));
+    }
+
+    #[test]
+    fn reads_the_dead_letter_variables_and_masks_them() {
+        let env = |name: &str| match name {
+            "MQKIT_DLQ_ARCHIVE_URL" => Some("mysql://root:dbpw@127.0.0.1:3306/test".to_owned()),
+            "MQKIT_DLQ_ALERT_WEBHOOK" => Some("http://127.0.0.1:9/hook?key=hookpw".to_owned()),
+            _ => None,
+        };
+        let c = Config::from_lookup(env).unwrap_or_default();
+        assert_eq!(
+            c.dlq_archive_url.as_deref(),
+            Some("mysql://root:dbpw@127.0.0.1:3306/test")
+        );
+        assert!(c.dlq_alert_webhook.is_some());
+        let shown = format!("{c:?}");
+        assert!(
+            !shown.contains("dbpw") && !shown.contains("hookpw"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("mysql://root:****@127.0.0.1:3306/test"),
+            "{shown}"
+        );
+        assert!(shown.contains("hook?key=****"), "{shown}");
+        assert_eq!(c.dlq_tuning.alert_window, Duration::from_secs(60));
+        let empty = Config::from_lookup(|_| None).unwrap_or_default();
+        assert_eq!(empty.dlq_archive_url, None);
+    }
+
+    #[test]
+    fn rejects_bad_numbers_with_the_variable_name() {
+        let env = |name: &str| (name == "MQKIT_HEARTBEAT_SECS").then(|| "ten".to_owned());
+        let err = Config::from_lookup(env)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("MQKIT_HEARTBEAT_SECS=\"ten\""), "{err}");
+    }
+}

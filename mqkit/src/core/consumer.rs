@@ -1,0 +1,88 @@
+//! What a consumer is: the [`Consumer`] trait the `#[consumer]` macro
+//! implements, and [`Registration`], the form in which the registry keeps
+//! one (its name, spec and a constructor of its pipeline).
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+
+use super::context::Context;
+use super::handler::HandlerError;
+use super::idempotency::KeyBuilder;
+use super::pipeline::{Deps, ErasedPipeline, Pipeline};
+use super::spec::ConsumerSpec;
+
+/// One message handler: what `#[mqkit::consumer]` implements for an async fn.
+///
+/// Implement it by hand to use mqkit without the macro.
+pub trait Consumer: Send + Sync + 'static {
+    /// The decoded message type.
+    type Message: DeserializeOwned + Send + 'static;
+
+    /// The consumer's arguments.
+    fn spec(&self) -> ConsumerSpec;
+
+    /// Decodes a delivery body. The macro emits a call of
+    /// [`decode_json`](super::decode::decode_json).
+    fn decode(&self, body: &[u8]) -> Result<Self::Message, DecodeError>;
+
+    /// Writes the idempotency key fields of `msg`, in the order of
+    /// [`ConsumerSpec::idempotency`]. Not called when that list is empty.
+    fn idempotency_key(&self, msg: &Self::Message, key: &mut KeyBuilder) {
+        let _ = (msg, key);
+    }
+
+    /// Runs the user's handler.
+    fn handle(
+        &self,
+        msg: Self::Message,
+        ctx: Context,
+    ) -> impl Future<Output = Result<(), HandlerError>> + Send + 'static;
+}
+
+/// A body that does not decode into the consumer's message type.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct DecodeError(pub String);
+
+/// A consumer as the registry stores it: its name, its spec and a
+/// constructor of its type-erased pipeline. The macro builds one with
+/// [`Registration::of`].
+pub struct Registration {
+    /// Name of the handler function (for logs).
+    pub name: &'static str,
+    /// The consumer's spec as the attribute wrote it.
+    pub spec: fn() -> ConsumerSpec,
+    /// Builds the consumer's pipeline from a (possibly adjusted) spec.
+    pub build: fn(ConsumerSpec, &Deps) -> Arc<dyn ErasedPipeline>,
+}
+
+impl Registration {
+    /// The registration of consumer type `C`.
+    pub const fn of<C: Consumer + Default>(name: &'static str) -> Self {
+        Registration {
+            name,
+            spec: spec_of::<C>,
+            build: build_of::<C>,
+        }
+    }
+}
+
+fn spec_of<C: Consumer + Default>() -> ConsumerSpec {
+    C::default().spec()
+}
+
+fn build_of<C: Consumer + Default>(spec: ConsumerSpec, deps: &Deps) -> Arc<dyn ErasedPipeline> {
+    Arc::new(Pipeline::new(C::default(), spec, deps.clone()))
+}
+
+impl fmt::Debug for Registration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Registration")
+            .field("name", &self.name)
+            .field("spec", &(self.spec)())
+            .finish()
+    }
+}

@@ -1,0 +1,82 @@
+//! [`Context`]: what a handler can know about the delivery it is handling.
+
+use std::sync::Arc;
+
+use super::headers::{FieldValue, Headers, Properties};
+use super::publish::Publisher;
+
+/// The delivery around a message, for handlers that take a second argument:
+/// `async fn f(msg: T, ctx: mqkit::Context)`.
+#[derive(Debug, Clone)]
+pub struct Context {
+    queue: Arc<str>,
+    properties: Properties,
+    redelivered: bool,
+    attempt: u32,
+    publisher: Publisher,
+}
+
+impl Context {
+    /// A context for one delivery. The pipeline builds these; tests may too.
+    pub fn new(
+        queue: Arc<str>,
+        properties: Properties,
+        redelivered: bool,
+        attempt: u32,
+        publisher: Publisher,
+    ) -> Self {
+        Context {
+            queue,
+            properties,
+            redelivered,
+            attempt,
+            publisher,
+        }
+    }
+
+    /// The work queue the message came from.
+    pub fn queue(&self) -> &str {
+        &self.queue
+    }
+
+    /// The AMQP `message_id` property, if the publisher set one.
+    pub fn message_id(&self) -> Option<&str> {
+        self.properties.message_id.as_deref()
+    }
+
+    /// The AMQP `correlation_id` property, if the publisher set one.
+    pub fn correlation_id(&self) -> Option<&str> {
+        self.properties.correlation_id.as_deref()
+    }
+
+    /// All message headers (`None` when the message had no header table).
+    pub fn headers(&self) -> Option<&Headers> {
+        self.properties.headers.as_ref()
+    }
+
+    /// One message header.
+    pub fn header(&self, name: &str) -> Option<&FieldValue> {
+        self.properties.header(name)
+    }
+
+    /// All AMQP properties of the delivery.
+    pub fn properties(&self) -> &Properties {
+        &self.properties
+    }
+
+    /// Whether the broker flagged this delivery as redelivered (an earlier
+    /// delivery of it was not acked, e.g. a consumer died).
+    pub fn redelivered(&self) -> bool {
+        self.redelivered
+    }
+
+    /// Which attempt this is: 1 on the first delivery, 2 on the first retry…
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    /// Publishes follow-up events (persistent, confirmed).
+    pub fn publisher(&self) -> &Publisher {
+        &self.publisher
+    }
+}
