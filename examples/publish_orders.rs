@@ -17,8 +17,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .unwrap_or(10);
     // Start order_service first: it declares queue `order`. Each publish
     // waits for the broker's confirm and fails if nothing is bound.
-    let url = std::env::var("MQKIT_AMQP_URL")
-        .unwrap_or_else(|_| mqkit::config::DEFAULT_AMQP_URL.to_owned());
+    let url =
+        std::env::var("MQKIT_AMQP_URL").unwrap_or_else(|_| mqkit::DEFAULT_AMQP_URL.to_owned());
     let publisher = mqkit::Publisher::connect(&url).await?;
 
     for i in 0..n {

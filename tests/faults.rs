@@ -416,10 +416,9 @@ async fn unacked(queue: &str) -> u64 {
 /// Waits until the work queue and its delay queues hold nothing, ready or
 /// unacked, for 2 s in a row, so late redeliveries have shown up.
 async fn quiesce(queue: &str) {
-    let names: Vec<String> = mqkit::topology::plan(&service_spec(queue))
-        .queues
+    let names: Vec<String> = service_spec(queue)
+        .declared_queues()
         .into_iter()
-        .map(|q| q.name)
         .filter(|n| !n.starts_with("dlq."))
         .collect();
     let deadline = Instant::now() + Duration::from_secs(60);

@@ -128,7 +128,7 @@ impl Args {
             messages: 10_000,
             rounds: 3,
             variants: vec![Variant::A, Variant::B, Variant::C],
-            amqp_url: mqkit::config::DEFAULT_AMQP_URL.to_owned(),
+            amqp_url: mqkit::DEFAULT_AMQP_URL.to_owned(),
             redis_url: "redis://127.0.0.1:6379".to_owned(),
             out: None,
             hand_get_per_command: false,

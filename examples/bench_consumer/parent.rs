@@ -74,8 +74,9 @@ pub(crate) async fn parent(args: &Args) -> Result<(), BoxError> {
                     variant.name(),
                     role.name()
                 );
-                let plan = mqkit::topology::plan(&topology_spec(&queue));
-                mqkit::topology::declare(&connection, &plan).await?;
+                let spec = topology_spec(&queue);
+                mqkit::declare_topology(&args.amqp_url, &spec).await?;
+                let plan = spec.declared_queues();
                 let prefill = Instant::now();
                 fill(&publish, &queue, args.messages, counter).await?;
                 let prefill_s = prefill.elapsed().as_secs_f64();
@@ -264,19 +265,19 @@ async fn redis_calls(
 /// returns (messages left in the work queue, in the DLQ, keys deleted).
 async fn cleanup(
     connection: &Connection,
-    plan: &mqkit::topology::Plan,
+    plan: &[String],
     redis: &deadpool_redis::Pool,
     queue: &str,
 ) -> Result<(u32, u32, u64), BoxError> {
     let channel = connection.create_channel().await?;
     let (mut left, mut dead) = (0, 0);
-    for q in &plan.queues {
+    for q in plan {
         let n = channel
-            .queue_delete(q.name.as_str().into(), QueueDeleteOptions::default())
+            .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
             .await?;
-        if q.name == queue {
+        if q == queue {
             left = n;
-        } else if q.name.starts_with("dlq.") {
+        } else if q.starts_with("dlq.") {
             dead = n;
         }
     }

@@ -18,8 +18,8 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput};
-use mqkit::idempotency::{Claim, IdempotencyStore};
 use mqkit::testing::{TestDelivery, TestHarness};
+use mqkit::{Claim, IdempotencyStore};
 use mqkit::{Consumer, MemoryStore, Outcome};
 use serde::{Deserialize, Serialize};
 
@@ -106,10 +106,7 @@ fn pipeline(c: &mut Criterion) {
         .build()
         .unwrap();
     let deliveries = deliveries();
-    let bodies: Vec<&[u8]> = deliveries
-        .iter()
-        .map(mqkit::pipeline::Delivery::body)
-        .collect();
+    let bodies: Vec<&[u8]> = deliveries.iter().map(TestDelivery::body).collect();
     let mut group = c.benchmark_group("pipeline");
     group.throughput(Throughput::Elements(1));
     group.bench_function("serde_json only", |b| {

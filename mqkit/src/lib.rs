@@ -64,6 +64,7 @@ pub use crate::amqp::topology::TopologyError;
 pub use crate::app::builder::{App, Running, run};
 pub use crate::app::config::{Config, DEFAULT_AMQP_URL, DlqTuning};
 pub use crate::app::error::Error;
+pub use crate::app::registry::registered;
 pub use crate::app::tools::declare_topology;
 pub use crate::core::consumer::{Consumer, DecodeError, Registration};
 pub use crate::core::context::Context;

@@ -10,9 +10,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use deadpool_redis::redis;
-use mqkit::idempotency::{Claim, KeyBuilder};
-use mqkit::pipeline::decode_json;
+use mqkit::decode_json;
 use mqkit::testing::{TestDelivery, TestHarness};
+use mqkit::{Claim, KeyBuilder};
 use mqkit::{
     Consumer, ConsumerSpec, Context, DeadLetterKind, DecodeError, HandlerError, IdempotencyStore,
     MemoryStore, Outcome, RedisStore, RequeueReason,

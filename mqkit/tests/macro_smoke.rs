@@ -88,10 +88,7 @@ fn spec_and_registry() {
         (binding.exchange_type.as_ref(), binding.routing_key.as_ref()),
         ("topic", "#")
     );
-    let mut names: Vec<&str> = mqkit::consumer::registered()
-        .iter()
-        .map(|r| r.name)
-        .collect();
+    let mut names: Vec<&str> = mqkit::registered().iter().map(|r| r.name()).collect();
     names.sort_unstable();
     assert_eq!(names, ["on_order", "with_ctx"]);
 }

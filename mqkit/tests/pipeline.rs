@@ -7,15 +7,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use lapin::types::AMQPValue;
-use mqkit::idempotency::KeyBuilder;
-use mqkit::pipeline::decode_json;
-use mqkit::publish::Published;
-use mqkit::retry::MAX_RETRY_DELAY;
+use mqkit::KeyBuilder;
+use mqkit::MAX_RETRY_DELAY;
+use mqkit::decode_json;
 use mqkit::testing::{TestDelivery, TestHarness};
 use mqkit::{
-    Consumer, ConsumerSpec, Context, DeadLetterKind, DecodeError, HandlerError, MemoryStore,
-    Outcome, RedisStore, RequeueReason,
+    Consumer, ConsumerSpec, Context, DeadLetterKind, DecodeError, FieldValue, HandlerError,
+    MemoryStore, Outcome, RedisStore, RequeueReason,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -764,7 +762,7 @@ struct Seen {
     message_id: Option<String>,
     correlation_id: Option<String>,
     redelivered: bool,
-    tenant: Option<AMQPValue>,
+    tenant: Option<FieldValue>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -824,7 +822,7 @@ async fn context_carries_the_delivery_and_publishes() {
         .message_id("msg-1")
         .correlation_id("corr-9")
         .redelivered(true)
-        .header("x-tenant", AMQPValue::LongString("acme".into()))
+        .header("x-tenant", FieldValue::from("acme"))
         .attempt(2);
     assert_eq!(harness.deliver(&d).await, Outcome::Ack);
     assert_eq!(
@@ -835,18 +833,27 @@ async fn context_carries_the_delivery_and_publishes() {
             message_id: Some("msg-1".into()),
             correlation_id: Some("corr-9".into()),
             redelivered: true,
-            tenant: Some(AMQPValue::LongString("acme".into())),
+            tenant: Some(FieldValue::from("acme")),
         }]
     );
     let published = harness.published();
+    let sent: Vec<(&str, &str, &[u8])> = published
+        .iter()
+        .map(|p| {
+            (
+                p.exchange.as_str(),
+                p.routing_key.as_str(),
+                p.body.as_slice(),
+            )
+        })
+        .collect();
+    let body = serde_json::to_vec(&json!({"order_id": "A-1", "status": "charged"})).unwrap();
+    assert_eq!(sent, vec![("events", "order.charged", body.as_slice())]);
     assert_eq!(
-        published,
-        vec![Published {
-            exchange: "events".into(),
-            routing_key: "order.charged".into(),
-            body: serde_json::to_vec(&json!({"order_id": "A-1", "status": "charged"})).unwrap(),
-        }]
+        published[0].properties.content_type.as_deref(),
+        Some("application/json")
     );
+    assert!(published[0].properties.message_id.is_some());
     assert_eq!(
         published[0].json::<serde_json::Value>().unwrap(),
         json!({"order_id": "A-1", "status": "charged"})
@@ -938,11 +945,11 @@ async fn absent_attempt_header_means_attempt_one() {
 async fn attempt_header_in_other_integer_and_string_forms() {
     let s = setup(|_| {});
     for (value, attempt) in [
-        (AMQPValue::LongInt(2), 2),
-        (AMQPValue::ShortShortUInt(3), 3),
-        (AMQPValue::LongString("2".into()), 2),
-        (AMQPValue::LongLongInt(0), 1),
-        (AMQPValue::Boolean(true), 1),
+        (FieldValue::I32(2), 2),
+        (FieldValue::U8(3), 3),
+        (FieldValue::from("2"), 2),
+        (FieldValue::I64(0), 1),
+        (FieldValue::Bool(true), 1),
     ] {
         let d = delivery("A-1", "retry").header("x-mqkit-attempt", value);
         let outcome = s.harness.deliver(&d).await;

@@ -145,18 +145,17 @@ impl Broker {
 
     /// Deletes everything mqkit declares for `spec`.
     pub(crate) async fn cleanup(&self, spec: &ConsumerSpec) {
-        let plan = mqkit::topology::plan(spec);
-        for q in &plan.queues {
+        for q in spec.declared_queues() {
             let _ = self
                 .channel
-                .queue_delete(q.name.as_str().into(), QueueDeleteOptions::default())
+                .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
                 .await;
         }
-        for e in &plan.exchanges {
+        for e in spec.declared_exchanges() {
             let _ = self
                 .channel
                 .exchange_delete(
-                    e.name.as_str().into(),
+                    e.as_str().into(),
                     lapin::options::ExchangeDeleteOptions::default(),
                 )
                 .await;

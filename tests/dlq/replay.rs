@@ -113,7 +113,7 @@ async fn show_prints_the_head_and_leaves_depth_and_order_unchanged() {
 
 static BUGGY: AtomicBool = AtomicBool::new(true);
 static HANDLED: Mutex<Vec<String>> = Mutex::new(Vec::new());
-static REPLAYED_HEADERS: Mutex<Option<FieldTable>> = Mutex::new(None);
+static REPLAYED_HEADERS: Mutex<Option<mqkit::Headers>> = Mutex::new(None);
 
 #[mqkit::consumer(queue = "replay", idempotency = "id", max_retries = 0, prefetch = 50)]
 async fn replay_handler(e: Event, ctx: mqkit::Context) -> Result<(), HandlerError> {
@@ -193,12 +193,9 @@ async fn replaying_a_thousand_dead_letters_handles_each_once_after_the_fix() {
     assert_eq!(broker.depth(&spec.dlq).await, 0);
     assert_eq!(broker.depth(&spec.queue).await, 0);
     let h = REPLAYED_HEADERS.lock().unwrap().clone().unwrap_or_default();
-    let names: Vec<&str> = h.inner().keys().map(|k| k.as_str()).collect();
+    let names: Vec<&str> = h.iter().map(|(k, _)| k).collect();
     assert_eq!(names, ["x-mqkit-replays"], "no attempt or failure headers");
-    assert_eq!(
-        h.inner().get("x-mqkit-replays"),
-        Some(&AMQPValue::LongLongInt(1))
-    );
+    assert_eq!(h.get("x-mqkit-replays"), Some(&mqkit::FieldValue::I64(1)));
 }
 
 #[mqkit::consumer(queue = "select", max_retries = 0, prefetch = 1)]

@@ -96,7 +96,12 @@ where
             },
             _ => lost("basic.consume failed", e),
         })?;
-    info!(queue, prefetch = what.prefetch, concurrency = what.concurrency, "consuming");
+    info!(
+        queue,
+        prefetch = what.prefetch,
+        concurrency = what.concurrency,
+        "consuming"
+    );
     ready();
 
     let slots = Arc::new(Semaphore::new(usize::from(what.concurrency)));
@@ -146,7 +151,11 @@ where
                 info!(queue, in_flight = tasks.len(), grace = ?grace, "waiting for in-flight handlers");
             }
             if tokio::time::timeout(grace, tasks.wait()).await.is_err() {
-                warn!(queue, abandoned = tasks.len(), "grace period over; abandoning unfinished handlers unacked (the broker redelivers them)");
+                warn!(
+                    queue,
+                    abandoned = tasks.len(),
+                    "grace period over; abandoning unfinished handlers unacked (the broker redelivers them)"
+                );
             }
         }
         if channel.status().connected() {

@@ -116,7 +116,9 @@ fn value_from(v: &AMQPValue) -> FieldValue {
         },
         AMQPValue::ShortString(s) => FieldValue::ShortString(s.to_string()),
         AMQPValue::LongString(s) => FieldValue::LongString(s.as_bytes().to_vec()),
-        AMQPValue::FieldArray(a) => FieldValue::Array(a.as_slice().iter().map(value_from).collect()),
+        AMQPValue::FieldArray(a) => {
+            FieldValue::Array(a.as_slice().iter().map(value_from).collect())
+        }
         AMQPValue::Timestamp(t) => FieldValue::Timestamp(*t),
         AMQPValue::FieldTable(t) => FieldValue::Table(headers_from(t)),
         AMQPValue::ByteArray(b) => FieldValue::Bytes(b.as_slice().to_vec()),
@@ -174,7 +176,10 @@ mod tests {
             AMQPValue::LongLongInt(i64::MIN),
             AMQPValue::Float(1.5),
             AMQPValue::Double(2.5),
-            AMQPValue::DecimalValue(DecimalValue { scale: 2, value: 314 }),
+            AMQPValue::DecimalValue(DecimalValue {
+                scale: 2,
+                value: 314,
+            }),
             AMQPValue::ShortString("s".into()),
             AMQPValue::LongString(LongString::from(vec![0xff, 0x00])),
             AMQPValue::FieldArray(FieldArray::from(vec![AMQPValue::Void])),

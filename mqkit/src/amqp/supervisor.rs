@@ -42,10 +42,7 @@ pub enum ConnectionState {
 /// dead-letter archiver's DLQ consumers): started with the connection and a
 /// token cancelled when the session ends; `Err` ends the session as lost.
 pub(crate) type SessionTask = Arc<
-    dyn Fn(
-            Arc<Connection>,
-            CancellationToken,
-        ) -> BoxFuture<'static, Result<(), String>>
+    dyn Fn(Arc<Connection>, CancellationToken) -> BoxFuture<'static, Result<(), String>>
         + Send
         + Sync,
 >;

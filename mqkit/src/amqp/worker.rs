@@ -289,7 +289,10 @@ impl Worker {
 }
 
 /// A copy of `props` with headers edited, persistent.
-fn with_headers(props: &Properties, edit: impl FnOnce(&mut crate::core::headers::Headers)) -> Properties {
+fn with_headers(
+    props: &Properties,
+    edit: impl FnOnce(&mut crate::core::headers::Headers),
+) -> Properties {
     let mut props = props.clone();
     edit(props.headers_mut());
     props.delivery_mode = Some(2);

@@ -79,7 +79,10 @@ mod tests {
             err.contains("MQKIT_DLQ_ALERT_WEBHOOK is set but MQKIT_DLQ_ARCHIVE_URL is not"),
             "{err}"
         );
-        assert!(matches!(prepare(&Config::default(), &[]).map(|v| v.len()), Ok(0)));
+        assert!(matches!(
+            prepare(&Config::default(), &[]).map(|v| v.len()),
+            Ok(0)
+        ));
     }
 
     #[cfg(not(feature = "dlq"))]

@@ -129,7 +129,7 @@ impl App {
     pub fn registered(mut self) -> Self {
         for r in registered() {
             let build = r.build;
-            let spec = (r.spec)();
+            let spec = r.spec();
             let for_build = spec.clone();
             self.consumers
                 .push((spec, Box::new(move |deps: &Deps| build(for_build, deps))));

@@ -4,7 +4,8 @@
 
 use crate::core::consumer::Registration;
 
-/// Every consumer linked into this binary, in no particular order.
-pub(crate) fn registered() -> &'static [Registration] {
+/// Every consumer linked into this binary, in no particular order (what
+/// [`App::from_env`](crate::App::from_env) runs).
+pub fn registered() -> &'static [Registration] {
     &crate::__private::CONSUMERS
 }

@@ -52,14 +52,24 @@ pub struct DecodeError(pub String);
 /// [`Registration::of`].
 pub struct Registration {
     /// Name of the handler function (for logs).
-    pub name: &'static str,
+    name: &'static str,
     /// The consumer's spec as the attribute wrote it.
-    pub spec: fn() -> ConsumerSpec,
+    spec: fn() -> ConsumerSpec,
     /// Builds the consumer's pipeline from a (possibly adjusted) spec.
-    pub build: fn(ConsumerSpec, &Deps) -> Arc<dyn ErasedPipeline>,
+    pub(crate) build: fn(ConsumerSpec, &Deps) -> Arc<dyn ErasedPipeline>,
 }
 
 impl Registration {
+    /// Name of the handler function.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// The consumer's spec as the attribute wrote it.
+    pub fn spec(&self) -> ConsumerSpec {
+        (self.spec)()
+    }
+
     /// The registration of consumer type `C`.
     pub const fn of<C: Consumer + Default>(name: &'static str) -> Self {
         Registration {

@@ -166,7 +166,11 @@ impl Headers {
     }
 
     /// Sets a header, returning the value it replaces.
-    pub fn insert(&mut self, name: impl Into<String>, value: impl Into<FieldValue>) -> Option<FieldValue> {
+    pub fn insert(
+        &mut self,
+        name: impl Into<String>,
+        value: impl Into<FieldValue>,
+    ) -> Option<FieldValue> {
         self.0.insert(name.into(), value.into())
     }
 

@@ -24,7 +24,7 @@ use super::retry::delay_for;
 use super::spec::ConsumerSpec;
 
 /// A delivered message as the pipeline sees it.
-pub trait Delivery: Sync {
+pub(crate) trait Delivery: Sync {
     /// The raw body.
     fn body(&self) -> &[u8];
     /// The message properties, headers included.
@@ -36,7 +36,7 @@ pub trait Delivery: Sync {
 /// What a pipeline needs from outside: the idempotency store and a
 /// publisher for handlers' follow-up events.
 #[derive(Clone)]
-pub struct Deps {
+pub(crate) struct Deps {
     /// Idempotency records.
     pub store: Arc<dyn IdempotencyStore>,
     /// Handed to handlers through [`Context`].
@@ -217,7 +217,7 @@ fn panic_text(panic: &(dyn Any + Send)) -> &str {
 
 /// The object-safe face of a [`Pipeline`], as the broker and the registry
 /// hold it.
-pub trait ErasedPipeline: Send + Sync + 'static {
+pub(crate) trait ErasedPipeline: Send + Sync + 'static {
     /// The spec this pipeline runs under.
     fn spec(&self) -> &ConsumerSpec;
     /// [`Pipeline::process`], boxed.

@@ -113,7 +113,19 @@ impl ConsumerSpec {
     /// and its delay queues (`<queue>.retry.<ms>`), in declaration order.
     pub fn declared_queues(&self) -> Vec<String> {
         let mut names = vec![self.dlq.to_string(), self.queue.to_string()];
-        names.extend(delays(self).into_iter().map(|d| delay_queue_name(&self.queue, d)));
+        names.extend(
+            delays(self)
+                .into_iter()
+                .map(|d| delay_queue_name(&self.queue, d)),
+        );
+        names
+    }
+
+    /// Every exchange mqkit declares for this consumer: the DLX and the
+    /// optional source exchange.
+    pub fn declared_exchanges(&self) -> Vec<String> {
+        let mut names = vec![self.dlx.to_string()];
+        names.extend(self.binding.as_ref().map(|b| b.exchange.to_string()));
         names
     }
 
@@ -160,4 +172,3 @@ pub struct SpecError {
     /// What is wrong.
     pub problem: String,
 }
-

@@ -1,7 +1,7 @@
 //! An idempotency field of a non-`String` `Display` type.
 
 use mqkit::Consumer;
-use mqkit::idempotency::KeyBuilder;
+use mqkit::KeyBuilder;
 
 #[derive(serde::Deserialize)]
 struct OrderEvent {

@@ -2,7 +2,7 @@
 //! its plain name.
 
 use mqkit::Consumer;
-use mqkit::idempotency::KeyBuilder;
+use mqkit::KeyBuilder;
 
 #[derive(serde::Deserialize)]
 struct OrderEvent {

@@ -11,8 +11,8 @@ use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::Deserialize;
 
 use super::{CliError, ListArgs, one_line, shown};
-use crate::app::config::split_urls;
 use crate::addons::dlq::http::{self, Target};
+use crate::app::config::split_urls;
 
 /// How long the management API may take to answer.
 const API_TIMEOUT: Duration = Duration::from_secs(10);

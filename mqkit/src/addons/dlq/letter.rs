@@ -87,7 +87,12 @@ impl DeadLetter {
         let death_queue = death_field("queue").and_then(FieldValue::to_text);
         let death_reason = death_field("reason").and_then(FieldValue::to_text);
         let (error_kind, error) = match (mqkit_kind, &death_reason) {
-            (Some(kind), _) => (kind, get(headers::ERROR).and_then(FieldValue::to_text).unwrap_or_default()),
+            (Some(kind), _) => (
+                kind,
+                get(headers::ERROR)
+                    .and_then(FieldValue::to_text)
+                    .unwrap_or_default(),
+            ),
             (None, Some(reason)) => (
                 reason.clone(),
                 broker_error(reason, death_queue.as_deref().unwrap_or("?")),
@@ -218,10 +223,16 @@ pub(crate) fn properties_json(p: &Properties) -> Value {
         }
     };
     put("content_type", p.content_type.as_ref().map(|s| json!(s)));
-    put("content_encoding", p.content_encoding.as_ref().map(|s| json!(s)));
+    put(
+        "content_encoding",
+        p.content_encoding.as_ref().map(|s| json!(s)),
+    );
     put("delivery_mode", p.delivery_mode.map(|n| json!(n)));
     put("priority", p.priority.map(|n| json!(n)));
-    put("correlation_id", p.correlation_id.as_ref().map(|s| json!(s)));
+    put(
+        "correlation_id",
+        p.correlation_id.as_ref().map(|s| json!(s)),
+    );
     put("reply_to", p.reply_to.as_ref().map(|s| json!(s)));
     put("expiration", p.expiration.as_ref().map(|s| json!(s)));
     put("message_id", p.message_id.as_ref().map(|s| json!(s)));
@@ -369,7 +380,10 @@ mod tests {
         let h = r.headers().clone().unwrap_or_default();
         let names: Vec<&str> = h.inner().keys().map(|k| k.as_str()).collect();
         assert_eq!(names, ["tenant", headers::REPLAYS]);
-        assert_eq!(h.inner().get(headers::REPLAYS), Some(&AMQPValue::LongLongInt(3)));
+        assert_eq!(
+            h.inner().get(headers::REPLAYS),
+            Some(&AMQPValue::LongLongInt(3))
+        );
         assert_eq!(r.message_id().as_ref().map(|s| s.as_str()), Some("m-1"));
         assert_eq!(*r.delivery_mode(), Some(2));
         let first = properties_to(&replay_properties(&Properties::default()));
