@@ -1,4 +1,4 @@
-//! The DESIGN.md example as a runnable service: consumes queue `order`,
+//! The ARCHITECTURE.md example as a runnable service: consumes queue `order`,
 //! rejects negative amounts, fails transiently on `"flaky": true` until the
 //! third attempt, and logs every outcome.
 //!

@@ -1,5 +1,5 @@
 //! [`ConsumerSpec`]: everything a `#[consumer(...)]` attribute says, as
-//! data, with the defaults of DESIGN's attribute table in one place
+//! data, with the defaults of ARCHITECTURE.md's attribute table in one place
 //! ([`ConsumerSpec::new`]) and the invariants the macro checks at compile
 //! time ([`ConsumerSpec::validate`]) for specs built by hand.
 
