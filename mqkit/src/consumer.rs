@@ -48,9 +48,10 @@ pub struct ExchangeBinding {
 /// Everything the `#[consumer(...)]` attribute says, as data.
 ///
 /// Built with [`ConsumerSpec::new`] and the setters named after the
-/// attribute's arguments. The fields are public so tests and hand-written
-/// consumers can read or adjust a spec at run time (e.g. to give a queue a
-/// unique name).
+/// attribute's arguments; the macro emits exactly that, one setter per
+/// argument written, so the defaults live here only. The fields stay public
+/// so tests and hand-written consumers can read or adjust a spec at run time
+/// (e.g. to give a queue a unique name).
 ///
 /// ```
 /// use std::time::Duration;
@@ -65,6 +66,7 @@ pub struct ExchangeBinding {
 /// assert_eq!(spec.binding.map(|b| b.routing_key), Some("#".into()));
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ConsumerSpec {
     /// Work queue name.
     pub queue: Cow<'static, str>,
