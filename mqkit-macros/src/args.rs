@@ -1,13 +1,14 @@
 //! Step 1: parse `#[consumer(key = value, …)]` into [`Args`], collecting
 //! every error (unknown or duplicate key, wrong literal type, bad duration,
-//! empty name, out-of-range number), each spanned on its token.
+//! empty name, out-of-range number, a `crate` that is not a path), each
+//! spanned on its token.
 
 use std::time::Duration;
 
 use proc_macro2::{Span, TokenStream};
 use syn::parse::Parser;
 use syn::punctuated::Punctuated;
-use syn::{Expr, ExprLit, Ident, Lit, LitInt, LitStr, Meta, Token};
+use syn::{Expr, ExprLit, Ident, Lit, LitInt, LitStr, Meta, Path, Token};
 
 use crate::errors::Errors;
 
@@ -27,6 +28,7 @@ pub(crate) const KEYS: &[&str] = &[
     "routing_key",
     "exchange_type",
     "queue_type",
+    "crate",
 ];
 
 const EXCHANGE_TYPES: &[&str] = &["direct", "topic", "fanout", "headers"];
@@ -39,9 +41,10 @@ pub(crate) struct Arg<T> {
     pub(crate) span: Span,
 }
 
-/// The parsed attribute. Absent optional arguments are `None`; defaults are
-/// applied in `expand`.
-#[derive(Debug, Default)]
+/// The parsed attribute. Absent optional arguments are `None`: `expand`
+/// emits no setter for them, and the runtime's `ConsumerSpec::new` holds
+/// the defaults.
+#[derive(Default)]
 pub(crate) struct Args {
     pub(crate) queue: Option<Arg<String>>,
     /// Whether a `queue = …` argument was written (even an invalid one).
@@ -60,6 +63,18 @@ pub(crate) struct Args {
     pub(crate) routing_key: Option<Arg<String>>,
     pub(crate) exchange_type: Option<Arg<String>>,
     pub(crate) queue_type: Option<Arg<String>>,
+    /// `crate = "path"`: where generated code finds `__private`.
+    pub(crate) krate: Option<Path>,
+}
+
+impl Args {
+    /// The path generated code names runtime items through:
+    /// `crate = "…"` when written, else `::mqkit`.
+    pub(crate) fn krate(&self) -> Path {
+        self.krate
+            .clone()
+            .unwrap_or_else(|| syn::parse_quote!(::mqkit))
+    }
 }
 
 /// Parses the attribute's tokens. Errors are added to `errors`; what could
@@ -133,6 +148,7 @@ pub(crate) fn parse(attr: TokenStream, errors: &mut Errors) -> Args {
             "max_retries" => int_arg(value, &name, 0, u32::MAX).map(|v| args.max_retries = Some(v)),
             "prefetch" => int_arg(value, &name, 1, u16::MAX).map(|v| args.prefetch = Some(v)),
             "concurrency" => int_arg(value, &name, 1, u16::MAX).map(|v| args.concurrency = Some(v)),
+            "crate" => path_arg(value).map(|v| args.krate = Some(v)),
             _ => Ok(()),
         };
         if let Err(e) = result {
@@ -304,6 +320,27 @@ where
     Ok(Arg {
         value: v,
         span: lit.span(),
+    })
+}
+
+/// `crate = "my_facade::mqkit"`: a path without generic arguments, spanned on
+/// the literal (as serde's `#[serde(crate = "…")]`).
+fn path_arg(value: &Expr) -> syn::Result<Path> {
+    let lit = lit_str(value, "crate", "\"mqkit\"")?;
+    lit.parse_with(Path::parse_mod_style).map_err(|_| {
+        let text = lit.value();
+        // A package name is the usual slip: Rust code names it with `_`.
+        let hint = if text.contains('-') {
+            format!(" (in Rust code `-` becomes `_`: {:?})", text.replace('-', "_"))
+        } else {
+            String::new()
+        };
+        syn::Error::new(
+            lit.span(),
+            format!(
+                "`crate` is not a path: {text:?}{hint}; write the path under which your crate sees mqkit, like \"mqkit\" or \"my_facade::mqkit\""
+            ),
+        )
     })
 }
 

@@ -14,6 +14,11 @@ impl Errors {
         }
     }
 
+    /// Whether no error was pushed.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.first.is_none()
+    }
+
     /// All errors combined, or `None` when there were none.
     pub(crate) fn finish(self) -> Option<syn::Error> {
         self.first

@@ -19,6 +19,7 @@
 //!                  [, exchange_type = "topic"]      // …direct | topic | fanout | headers
 //!                  [, routing_key = "#"]            // …binding key ("#" for topic, else the queue)
 //!                  [, queue_type = "classic"]       // classic | quorum
+//!                  [, crate = "mqkit"]              // path to mqkit: a renamed dependency or a facade
 //!                  )]
 //! async fn name(msg: T) -> Result<(), E>
 //! async fn name(msg: T, ctx: mqkit::Context) -> Result<(), E>
@@ -26,7 +27,15 @@
 //! ```
 //!
 //! Durations are strings with a unit: `"250ms"`, `"5s"`, `"2m"`, `"24h"`.
-//! Every misuse is a compile error spanned on the offending token.
+//! `crate` is a string holding a path (`"mq"`, `"my_facade::mqkit"`,
+//! `"crate::deps::mqkit"`); generated code then names
+//! `<path>::__private::…` instead of `::mqkit::__private::…`.
+//!
+//! Every misuse is a compile error spanned on the offending token, and all
+//! of them are reported at once. The user's item is still emitted unchanged,
+//! with a stub of the companion type (a `Consumer` of `()` messages, not
+//! registered), so the rest of the crate resolves and rustc shows only the
+//! attribute's errors.
 //!
 //! # Example
 //!
@@ -41,9 +50,13 @@
 //! #[derive(Debug, Clone, Copy, Default)]
 //! struct on_order {}   // a braced struct lives in the type namespace only
 //!
-//! impl mqkit::Consumer for on_order {
+//! #[automatically_derived]
+//! impl ::mqkit::__private::Consumer for on_order {
 //!     type Message = OrderEvent;
-//!     fn spec(&self) -> ConsumerSpec { ConsumerSpec { queue: "order".into(), /* … */ } }
+//!     fn spec(&self) -> ConsumerSpec {
+//!         // The runtime's defaults, then one setter per argument written.
+//!         ConsumerSpec::new("order").idempotency(&["order_id", "event_type"])
+//!     }
 //!     fn decode(&self, body: &[u8]) -> Result<OrderEvent, DecodeError> { decode_json(body) }
 //!     fn idempotency_key(&self, msg: &OrderEvent, key: &mut KeyBuilder) {
 //!         key.push(&msg.order_id);   // spanned on the attribute: a missing
@@ -55,10 +68,17 @@
 //! }
 //! // plus a linkme registration so `mqkit::run()` finds it.
 //! ```
+//!
+//! Setters are emitted in a fixed order (`dlx`, `dlq`, `idempotency`,
+//! `idempotency_ttl`, `max_retries`, `retry_delay`, `prefetch`,
+//! `concurrency`, `timeout`, `exchange`, `exchange_type`, `routing_key`,
+//! `queue_type`), so that `concurrency` follows `prefetch` and
+//! `routing_key` follows `exchange_type` unless written.
 
 mod args;
 mod errors;
 mod expand;
+mod fallback;
 mod validate;
 
 #[cfg(test)]

@@ -64,12 +64,71 @@ fn context_form() {
 }
 
 #[test]
-fn errors_keep_the_users_fn() {
+fn renamed_crate() {
+    let out = expand(
+        quote!(crate = "mq", queue = "order", idempotency = "order_id"),
+        quote! {
+            async fn on_order(evt: OrderEvent, ctx: mq::Context) -> Result<(), mq::HandlerError> { Ok(()) }
+        },
+    );
+    // Not one path through `::mqkit`: a crate that depends on mqkit under
+    // another name has no `mqkit` in its extern prelude.
+    assert!(!out.contains("mqkit::"), "{out}");
+    insta::assert_snapshot!(out);
+}
+
+#[test]
+fn errors_keep_the_users_fn_and_a_stub_companion() {
+    let out = expand(
+        quote!(queue = "order", prefetch = 0),
+        quote! {
+            /// Handles orders.
+            pub async fn on_order(evt: OrderEvent) -> Result<(), mqkit::HandlerError> { Ok(()) }
+        },
+    );
+    assert_eq!(out.matches("compile_error!").count(), 1, "{out}");
+    assert!(!out.contains("REGISTRATION"), "{out}");
+    insta::assert_snapshot!(out);
+}
+
+#[test]
+fn every_error_is_reported_next_to_the_stub() {
     let out = expand(
         quote!(queue = "", prefetch = 0),
-        quote! { async fn on_order(evt: OrderEvent) -> Result<(), mqkit::HandlerError> { Ok(()) } },
+        quote! { fn on_order(evt: &OrderEvent) {} },
     );
-    assert!(out.contains("async fn on_order"), "{out}");
-    assert_eq!(out.matches("compile_error!").count(), 2, "{out}");
-    assert!(!out.contains("impl ::mqkit"), "{out}");
+    // Empty queue, prefetch 0, not async, message by reference, no return type.
+    assert_eq!(out.matches("compile_error!").count(), 5, "{out}");
+    assert!(out.contains("fn on_order(evt: &OrderEvent) {}"), "{out}");
+    assert!(out.contains("struct on_order {}"), "{out}");
+    assert!(out.contains("ConsumerSpec::new(\"\")"), "{out}");
+}
+
+#[test]
+fn a_stub_companion_needs_a_name_it_cannot_clash_with() {
+    // A struct already owns its name in the type namespace; a method's
+    // companion could not sit in its impl block.
+    for item in [
+        quote!(
+            struct OrderConsumer;
+        ),
+        quote!(
+            async fn on_order(&self, evt: OrderEvent) -> Result<(), mqkit::HandlerError> {
+                Ok(())
+            }
+        ),
+    ] {
+        let out = expand(quote!(queue = "order"), item);
+        assert_eq!(out.matches("compile_error!").count(), 1, "{out}");
+        assert!(!out.contains("Consumer for"), "{out}");
+    }
+    // A const has its name in the value namespace only.
+    let out = expand(
+        quote!(queue = "order"),
+        quote!(
+            const ON_ORDER: u32 = 1;
+        ),
+    );
+    assert!(out.contains("const ON_ORDER: u32 = 1;"), "{out}");
+    assert!(out.contains("struct ON_ORDER {}"), "{out}");
 }

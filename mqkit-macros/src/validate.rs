@@ -1,11 +1,14 @@
 //! Step 2: check the annotated item against the handler forms
 //! `async fn f(msg: T) -> Result<(), E>` and
-//! `async fn f(msg: T, ctx: mqkit::Context) -> Result<(), E>`, and check the
-//! arguments against each other (`queue` present). Produces a [`Handler`]
-//! describing what `expand` needs.
+//! `async fn f(msg: T, ctx: mqkit::Context) -> Result<(), E>` (saying what
+//! was found when it is no fn at all), and check the arguments against each
+//! other (`queue` present). Produces a [`Handler`] describing what `expand`
+//! needs.
 
-use proc_macro2::Span;
-use syn::{FnArg, GenericArgument, ItemFn, PathArguments, ReturnType, Type};
+use proc_macro2::{Span, TokenStream};
+use quote::{ToTokens, quote};
+use syn::ext::IdentExt;
+use syn::{FnArg, GenericArgument, Ident, Item, ItemFn, PathArguments, ReturnType, Type};
 
 use crate::args::Args;
 use crate::errors::Errors;
@@ -89,6 +92,11 @@ pub(crate) fn handler<'a>(
             sig.paren_token.span.join(),
             format!("the handler takes no message; {FORMS}"),
         ),
+        // A method's other parameters are not the handler forms' anyway:
+        // the one error is that it is a method.
+        [FnArg::Receiver(_), ..] => {
+            message_type(inputs[0], errors);
+        }
         [first, rest @ ..] => {
             message = message_type(first, errors);
             if let Some(second) = rest.first() {
@@ -223,4 +231,78 @@ fn result_error_type<'a>(
             }
         }
     }
+}
+
+/// "goes on an `async fn`, found a struct `Foo`", spanned from the item's
+/// keyword through its name (or its type, for an impl block).
+pub(crate) fn not_a_function(item: &Item) -> syn::Error {
+    fn named(kind: &str, ident: &Ident) -> String {
+        format!("{kind} `{}`", ident.unraw())
+    }
+    fn span_of(first: &dyn ToTokens, last: &dyn ToTokens) -> TokenStream {
+        quote!(#first #last)
+    }
+    let (found, tokens) = match item {
+        Item::Struct(i) => (
+            named("a struct", &i.ident),
+            span_of(&i.struct_token, &i.ident),
+        ),
+        Item::Enum(i) => (named("an enum", &i.ident), span_of(&i.enum_token, &i.ident)),
+        Item::Union(i) => (
+            named("a union", &i.ident),
+            span_of(&i.union_token, &i.ident),
+        ),
+        Item::Trait(i) => (
+            named("a trait", &i.ident),
+            span_of(&i.trait_token, &i.ident),
+        ),
+        Item::TraitAlias(i) => (
+            named("a trait alias", &i.ident),
+            span_of(&i.trait_token, &i.ident),
+        ),
+        Item::Type(i) => (
+            named("a type alias", &i.ident),
+            span_of(&i.type_token, &i.ident),
+        ),
+        Item::Const(i) => (
+            named("a const", &i.ident),
+            span_of(&i.const_token, &i.ident),
+        ),
+        Item::Static(i) => (
+            named("a static", &i.ident),
+            span_of(&i.static_token, &i.ident),
+        ),
+        Item::Mod(i) => (named("a module", &i.ident), span_of(&i.mod_token, &i.ident)),
+        Item::Impl(i) => (
+            "an impl block".to_owned(),
+            span_of(&i.impl_token, &i.self_ty),
+        ),
+        Item::Use(i) => (
+            "a `use` declaration".to_owned(),
+            span_of(&i.use_token, &i.tree),
+        ),
+        Item::ExternCrate(i) => (
+            named("an `extern crate`", &i.ident),
+            span_of(&i.extern_token, &i.ident),
+        ),
+        Item::ForeignMod(i) => ("an `extern` block".to_owned(), i.abi.to_token_stream()),
+        Item::Macro(i) => match &i.ident {
+            Some(ident) => (
+                named("a `macro_rules!`", ident),
+                span_of(&i.mac.path, ident),
+            ),
+            None => (
+                "a macro invocation".to_owned(),
+                span_of(&i.mac.path, &i.mac.bang_token),
+            ),
+        },
+        other => (
+            "an item that is not a function".to_owned(),
+            other.to_token_stream(),
+        ),
+    };
+    syn::Error::new_spanned(
+        tokens,
+        format!("#[mqkit::consumer] goes on an `async fn`, found {found}"),
+    )
 }

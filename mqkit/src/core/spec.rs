@@ -40,9 +40,26 @@ pub struct ExchangeBinding {
 
 /// Everything the `#[consumer(...)]` attribute says, as data.
 ///
-/// The macro builds one as a constant; tests and hand-written consumers can
-/// build or adjust one at run time (e.g. to give a queue a unique name).
+/// Built with [`ConsumerSpec::new`] and the setters named after the
+/// attribute's arguments; the macro emits exactly that, one setter per
+/// argument written, so the defaults live here only. The fields stay public
+/// so tests and hand-written consumers can read or adjust a spec at run time
+/// (e.g. to give a queue a unique name).
+///
+/// ```
+/// use std::time::Duration;
+/// use mqkit::ConsumerSpec;
+///
+/// let spec = ConsumerSpec::new("order")
+///     .idempotency(&["order_id"])
+///     .prefetch(20)
+///     .timeout(Duration::from_secs(5))
+///     .exchange("orders");
+/// assert_eq!(spec.concurrency, 20); // follows `prefetch` unless set
+/// assert_eq!(spec.binding.map(|b| b.routing_key), Some("#".into()));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ConsumerSpec {
     /// Work queue name.
     pub queue: Cow<'static, str>,
@@ -52,7 +69,7 @@ pub struct ConsumerSpec {
     pub dlq: Cow<'static, str>,
     /// Names of the message fields that make up the idempotency key; empty
     /// means no idempotency check. Must match what
-    /// [`Consumer::idempotency_key`] writes.
+    /// [`Consumer::idempotency_key`](super::consumer::Consumer::idempotency_key) writes.
     pub idempotency: &'static [&'static str],
     /// How long a `done` record suppresses duplicates.
     pub idempotency_ttl: Duration,
@@ -163,6 +180,146 @@ impl ConsumerSpec {
     }
 }
 
+/// Builder setters, one per attribute argument (same names, same defaults).
+impl ConsumerSpec {
+    /// Sets the dead-letter exchange (`dlx`, default `"dlx"`).
+    #[must_use]
+    pub fn dlx(mut self, dlx: impl Into<Cow<'static, str>>) -> Self {
+        self.dlx = dlx.into();
+        self
+    }
+
+    /// Sets the dead-letter queue and its routing key on the DLX (`dlq`,
+    /// default `"dlq.<queue>"`).
+    #[must_use]
+    pub fn dlq(mut self, dlq: impl Into<Cow<'static, str>>) -> Self {
+        self.dlq = dlq.into();
+        self
+    }
+
+    /// Sets the message fields that form the idempotency key (`idempotency`,
+    /// default none). They must match what [`Consumer::idempotency_key`](super::consumer::Consumer::idempotency_key)
+    /// writes, in the same order.
+    #[must_use]
+    pub fn idempotency(mut self, fields: &'static [&'static str]) -> Self {
+        self.idempotency = fields;
+        self
+    }
+
+    /// Sets how long a `done` record suppresses duplicates
+    /// (`idempotency_ttl`, default 24 h).
+    #[must_use]
+    pub fn idempotency_ttl(mut self, ttl: Duration) -> Self {
+        self.idempotency_ttl = ttl;
+        self
+    }
+
+    /// Sets the retries after the first attempt before the DLQ
+    /// (`max_retries`, default 3).
+    #[must_use]
+    pub fn max_retries(mut self, max_retries: u32) -> Self {
+        self.max_retries = max_retries;
+        self
+    }
+
+    /// Sets the first retry delay (`retry_delay`, default 1 s); it doubles
+    /// each attempt, capped at [`MAX_RETRY_DELAY`](crate::retry::MAX_RETRY_DELAY).
+    #[must_use]
+    pub fn retry_delay(mut self, delay: Duration) -> Self {
+        self.retry_delay = delay;
+        self
+    }
+
+    /// Sets the `basic.qos` prefetch count (`prefetch`, default 10).
+    ///
+    /// `concurrency` defaults to `prefetch`: while it still equals the old
+    /// prefetch it follows, so `new(q).prefetch(20)` runs 20 handlers at once.
+    /// Call [`concurrency`](Self::concurrency) after this to set it apart.
+    #[must_use]
+    pub fn prefetch(mut self, prefetch: u16) -> Self {
+        if self.concurrency == self.prefetch {
+            self.concurrency = prefetch;
+        }
+        self.prefetch = prefetch;
+        self
+    }
+
+    /// Sets how many handlers of this consumer run at once (`concurrency`,
+    /// default `prefetch`). More than `prefetch` never run, since the
+    /// consumer never holds more unacked messages.
+    #[must_use]
+    pub fn concurrency(mut self, concurrency: u16) -> Self {
+        self.concurrency = concurrency;
+        self
+    }
+
+    /// Sets the handler timeout (`timeout`, default 30 s); a longer run is a
+    /// transient failure.
+    #[must_use]
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Binds the work queue to a durable source exchange (`exchange`, default
+    /// none): a `topic` exchange with routing key `#`, until
+    /// [`exchange_type`](Self::exchange_type) or
+    /// [`routing_key`](Self::routing_key) say otherwise. Replaces any earlier
+    /// binding, so call it first.
+    #[must_use]
+    pub fn exchange(mut self, exchange: impl Into<Cow<'static, str>>) -> Self {
+        self.binding = Some(ExchangeBinding {
+            exchange: exchange.into(),
+            exchange_type: Cow::Borrowed("topic"),
+            routing_key: Cow::Borrowed("#"),
+        });
+        self
+    }
+
+    /// Sets the source exchange's type (`exchange_type`: `direct`, `topic`,
+    /// `fanout` or `headers`; default `topic`). A routing key still at the
+    /// old type's default follows the new type's: `#` for `topic`, the queue
+    /// name otherwise. Does nothing without an [`exchange`](Self::exchange).
+    #[must_use]
+    pub fn exchange_type(mut self, exchange_type: impl Into<Cow<'static, str>>) -> Self {
+        let queue = &self.queue;
+        if let Some(binding) = &mut self.binding {
+            let default_key = |kind: &str| -> Cow<'static, str> {
+                if kind == "topic" {
+                    Cow::Borrowed("#")
+                } else {
+                    Cow::Owned(queue.to_string())
+                }
+            };
+            let kept_default = binding.routing_key == default_key(&binding.exchange_type);
+            binding.exchange_type = exchange_type.into();
+            if kept_default {
+                binding.routing_key = default_key(&binding.exchange_type);
+            }
+        }
+        self
+    }
+
+    /// Sets the binding key of the source exchange (`routing_key`, default
+    /// `#` for `topic`, the queue name otherwise). Does nothing without an
+    /// [`exchange`](Self::exchange).
+    #[must_use]
+    pub fn routing_key(mut self, routing_key: impl Into<Cow<'static, str>>) -> Self {
+        if let Some(binding) = &mut self.binding {
+            binding.routing_key = routing_key.into();
+        }
+        self
+    }
+
+    /// Sets the work queue's type (`queue_type`, default
+    /// [`QueueType::Classic`]).
+    #[must_use]
+    pub fn queue_type(mut self, queue_type: QueueType) -> Self {
+        self.queue_type = queue_type;
+        self
+    }
+}
+
 /// A [`ConsumerSpec`] that breaks an invariant.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("consumer spec for queue `{queue}` is invalid: {problem}")]
@@ -171,4 +328,109 @@ pub struct SpecError {
     pub queue: String,
     /// What is wrong.
     pub problem: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the macro emitted as a struct literal for every argument
+    /// (`mqkit-macros`' `all_args` snapshot before it switched to setters).
+    #[test]
+    fn setters_give_what_the_struct_literal_gave() {
+        let built = ConsumerSpec::new("payment")
+            .dlx("payments.dlx")
+            .dlq("payments.dead")
+            .idempotency(&["payment_id", "event_type"])
+            .idempotency_ttl(Duration::new(604_800, 0))
+            .max_retries(5)
+            .retry_delay(Duration::new(0, 250_000_000))
+            .prefetch(20)
+            .concurrency(4)
+            .timeout(Duration::new(120, 0))
+            .exchange("payments")
+            .exchange_type("direct")
+            .routing_key("payment.captured")
+            .queue_type(QueueType::Quorum);
+        let literal = ConsumerSpec {
+            queue: Cow::Borrowed("payment"),
+            dlx: Cow::Borrowed("payments.dlx"),
+            dlq: Cow::Borrowed("payments.dead"),
+            idempotency: &["payment_id", "event_type"],
+            idempotency_ttl: Duration::new(604_800, 0),
+            max_retries: 5,
+            retry_delay: Duration::new(0, 250_000_000),
+            prefetch: 20,
+            concurrency: 4,
+            timeout: Duration::new(120, 0),
+            binding: Some(ExchangeBinding {
+                exchange: Cow::Borrowed("payments"),
+                exchange_type: Cow::Borrowed("direct"),
+                routing_key: Cow::Borrowed("payment.captured"),
+            }),
+            queue_type: QueueType::Quorum,
+        };
+        assert_eq!(built, literal);
+    }
+
+    #[test]
+    fn new_gives_the_documented_defaults() {
+        let spec = ConsumerSpec::new("order");
+        assert_eq!(spec.dlx, "dlx");
+        assert_eq!(spec.dlq, "dlq.order");
+        assert!(spec.idempotency.is_empty());
+        assert_eq!(spec.idempotency_ttl, Duration::from_secs(86_400));
+        assert_eq!(spec.max_retries, 3);
+        assert_eq!(spec.retry_delay, Duration::from_secs(1));
+        assert_eq!((spec.prefetch, spec.concurrency), (10, 10));
+        assert_eq!(spec.timeout, Duration::from_secs(30));
+        assert_eq!(spec.binding, None);
+        assert_eq!(spec.queue_type, QueueType::Classic);
+    }
+
+    #[test]
+    fn concurrency_follows_prefetch_until_set() {
+        let follows = ConsumerSpec::new("order").prefetch(20);
+        assert_eq!((follows.prefetch, follows.concurrency), (20, 20));
+        let set_after = ConsumerSpec::new("order").prefetch(20).concurrency(4);
+        assert_eq!((set_after.prefetch, set_after.concurrency), (20, 4));
+        let set_before = ConsumerSpec::new("order").concurrency(4).prefetch(20);
+        assert_eq!((set_before.prefetch, set_before.concurrency), (20, 4));
+        let only_concurrency = ConsumerSpec::new("order").concurrency(4);
+        assert_eq!(
+            (only_concurrency.prefetch, only_concurrency.concurrency),
+            (10, 4)
+        );
+    }
+
+    fn binding(spec: &ConsumerSpec) -> Option<(&str, &str, &str)> {
+        let b = spec.binding.as_ref()?;
+        Some((&b.exchange, &b.exchange_type, &b.routing_key))
+    }
+
+    #[test]
+    fn routing_key_follows_exchange_type_until_set() {
+        let topic = ConsumerSpec::new("order").exchange("orders");
+        assert_eq!(binding(&topic), Some(("orders", "topic", "#")));
+        let direct = topic.clone().exchange_type("direct");
+        assert_eq!(binding(&direct), Some(("orders", "direct", "order")));
+        let back = direct.exchange_type("topic");
+        assert_eq!(binding(&back), Some(("orders", "topic", "#")));
+        let fanout = ConsumerSpec::new("order")
+            .exchange("orders")
+            .exchange_type("direct")
+            .exchange_type("fanout");
+        assert_eq!(binding(&fanout), Some(("orders", "fanout", "order")));
+        let explicit = topic.routing_key("order.#").exchange_type("direct");
+        assert_eq!(binding(&explicit), Some(("orders", "direct", "order.#")));
+    }
+
+    #[test]
+    fn binding_setters_need_an_exchange() {
+        let spec = ConsumerSpec::new("order")
+            .exchange_type("direct")
+            .routing_key("order.created");
+        assert_eq!(spec.binding, None);
+        assert_eq!(spec, ConsumerSpec::new("order"));
+    }
 }

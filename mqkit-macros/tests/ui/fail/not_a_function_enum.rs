@@ -1,0 +1,7 @@
+#[mqkit::consumer(queue = "order")]
+pub enum OrderEvent {
+    Created,
+    Cancelled,
+}
+
+fn main() {}
