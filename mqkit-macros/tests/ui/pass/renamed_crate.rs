@@ -39,6 +39,6 @@ async fn main() {
 
     let spec = on_refund {}.spec();
     assert_eq!((spec.queue.as_ref(), spec.prefetch, spec.concurrency), ("y", 2, 2));
-    let registered: Vec<_> = mq::consumer::registered().iter().map(|r| r.name).collect();
+    let registered: Vec<_> = mq::registered().iter().map(|r| r.name()).collect();
     assert!(registered.contains(&"on_order") && registered.contains(&"on_refund"), "{registered:?}");
 }
