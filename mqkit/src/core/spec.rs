@@ -75,7 +75,7 @@ pub struct ConsumerSpec {
     pub idempotency_ttl: Duration,
     /// Retries after the first attempt before the message goes to the DLQ.
     pub max_retries: u32,
-    /// First retry delay; doubles each attempt, capped at [`MAX_RETRY_DELAY`](crate::retry::MAX_RETRY_DELAY).
+    /// First retry delay; doubles each attempt, capped at [`MAX_RETRY_DELAY`](super::retry::MAX_RETRY_DELAY).
     pub retry_delay: Duration,
     /// `basic.qos` prefetch count of this consumer's channel.
     pub prefetch: u16,
@@ -223,7 +223,7 @@ impl ConsumerSpec {
     }
 
     /// Sets the first retry delay (`retry_delay`, default 1 s); it doubles
-    /// each attempt, capped at [`MAX_RETRY_DELAY`](crate::retry::MAX_RETRY_DELAY).
+    /// each attempt, capped at [`MAX_RETRY_DELAY`](super::retry::MAX_RETRY_DELAY).
     #[must_use]
     pub fn retry_delay(mut self, delay: Duration) -> Self {
         self.retry_delay = delay;
