@@ -9,21 +9,21 @@ use crate::core::headers::{FieldValue, Headers, Properties};
 /// A delivery's properties as mqkit's type.
 pub(crate) fn properties_from(p: &BasicProperties) -> Properties {
     let text = |s: &Option<ShortString>| s.as_ref().map(|s| s.to_string());
-    let mut out = Properties::default();
-    out.content_type = text(p.content_type());
-    out.content_encoding = text(p.content_encoding());
-    out.headers = p.headers().as_ref().map(headers_from);
-    out.delivery_mode = *p.delivery_mode();
-    out.priority = *p.priority();
-    out.correlation_id = text(p.correlation_id());
-    out.reply_to = text(p.reply_to());
-    out.expiration = text(p.expiration());
-    out.message_id = text(p.message_id());
-    out.timestamp = *p.timestamp();
-    out.kind = text(p.kind());
-    out.user_id = text(p.user_id());
-    out.app_id = text(p.app_id());
-    out
+    Properties {
+        content_type: text(p.content_type()),
+        content_encoding: text(p.content_encoding()),
+        headers: p.headers().as_ref().map(headers_from),
+        delivery_mode: *p.delivery_mode(),
+        priority: *p.priority(),
+        correlation_id: text(p.correlation_id()),
+        reply_to: text(p.reply_to()),
+        expiration: text(p.expiration()),
+        message_id: text(p.message_id()),
+        timestamp: *p.timestamp(),
+        kind: text(p.kind()),
+        user_id: text(p.user_id()),
+        app_id: text(p.app_id()),
+    }
 }
 
 /// mqkit's properties as lapin's, for publishing. Strings longer than a
