@@ -5,6 +5,7 @@ use lapin::BasicProperties;
 use lapin::types::{AMQPValue, DecimalValue, FieldArray, FieldTable, LongString, ShortString};
 
 use crate::core::headers::{FieldValue, Headers, Properties};
+use crate::core::text::truncate;
 
 /// A delivery's properties as mqkit's type.
 pub(crate) fn properties_from(p: &BasicProperties) -> Properties {
@@ -74,11 +75,7 @@ pub(crate) fn properties_to(p: &Properties) -> BasicProperties {
 }
 
 fn short(s: &str) -> ShortString {
-    let mut end = s.len().min(255);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    ShortString::from(&s[..end])
+    ShortString::from(truncate(s, 255))
 }
 
 /// A field table as mqkit's [`Headers`].

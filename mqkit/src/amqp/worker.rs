@@ -22,6 +22,7 @@ use crate::core::pipeline::{self, ErasedPipeline};
 use crate::core::publish::Publisher;
 use crate::core::retry::delay_queue_name;
 use crate::core::spec::ConsumerSpec;
+use crate::core::text::truncate;
 
 /// Error texts longer than this are cut in headers (frames have limits).
 const MAX_ERROR_HEADER: usize = 4096;
@@ -297,15 +298,4 @@ fn with_headers(
     edit(props.headers_mut());
     props.delivery_mode = Some(2);
     props
-}
-
-fn truncate(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }

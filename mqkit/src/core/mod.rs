@@ -8,7 +8,8 @@
 //! - [`headers`]: properties, headers, `x-mqkit-*` names and readers.
 //! - [`decode`], [`idempotency`], [`pipeline`]: decode → claim → handler → outcome.
 //! - [`publish`], [`context`]: the publishing trait and what a handler sees.
-//! - [`mask`], [`backoff`]: secrets out of texts; the one back-off builder.
+//! - [`mask`], [`text`], [`backoff`]: secrets out of texts; bounded texts;
+//!   the one back-off builder.
 
 pub(crate) mod backoff;
 pub(crate) mod consumer;
@@ -23,3 +24,4 @@ pub(crate) mod pipeline;
 pub(crate) mod publish;
 pub(crate) mod retry;
 pub(crate) mod spec;
+pub(crate) mod text;

@@ -8,7 +8,7 @@ use lapin::Connection;
 use lapin::message::BasicGetMessage;
 use lapin::options::{BasicGetOptions, BasicNackOptions, QueuePurgeOptions};
 
-use super::{CliError, PurgeArgs, ShowArgs, open_queue};
+use super::{CliError, PurgeArgs, ShowArgs, amqp_error, open_queue};
 use crate::addons::dlq::letter::{DeadLetter, headers_json};
 use crate::amqp::convert::properties_from;
 use crate::core::headers;
@@ -26,11 +26,7 @@ pub(super) async fn show(
 ) -> Result<ExitCode, CliError> {
     let queue = args.queue.as_str();
     let (depth, channel) = open_queue(connection, vhost, queue).await?;
-    let amqp = |what, source| CliError::Amqp {
-        what,
-        queue: queue.to_owned(),
-        source,
-    };
+    let amqp = amqp_error(queue);
     let mut taken: Vec<BasicGetMessage> = Vec::new();
     let mut failure = None;
     while taken.len() < usize::try_from(args.limit).unwrap_or(usize::MAX) {
@@ -150,11 +146,7 @@ pub(super) async fn purge(
             depth,
         });
     }
-    let amqp = |what, source| CliError::Amqp {
-        what,
-        queue: queue.to_owned(),
-        source,
-    };
+    let amqp = amqp_error(queue);
     let purged = channel
         .queue_purge(queue.into(), QueuePurgeOptions::default())
         .await

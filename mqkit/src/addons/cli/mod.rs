@@ -281,6 +281,15 @@ fn vhost_of(urls: &str) -> String {
         .unwrap_or_else(|| "/".to_owned())
 }
 
+/// Wraps an AMQP error on `queue` with the operation that failed.
+fn amqp_error(queue: &str) -> impl Fn(&'static str, lapin::Error) -> CliError + '_ {
+    move |what, source| CliError::Amqp {
+        what,
+        queue: queue.to_owned(),
+        source,
+    }
+}
+
 /// The depth of an existing `queue` and a fresh channel to work on it.
 async fn open_queue(
     connection: &Connection,
@@ -291,21 +300,13 @@ async fn open_queue(
     let channel = connection
         .create_channel()
         .await
-        .map_err(|source| CliError::Amqp {
-            what: "opening a channel",
-            queue: queue.to_owned(),
-            source,
-        })?;
+        .map_err(|e| amqp_error(queue)("opening a channel", e))?;
     Ok((depth, channel))
 }
 
 /// The queue's depth; [`CliError::NoQueue`] if it does not exist.
 async fn queue_depth(connection: &Connection, vhost: &str, queue: &str) -> Result<u32, CliError> {
-    let amqp = |what, source| CliError::Amqp {
-        what,
-        queue: queue.to_owned(),
-        source,
-    };
+    let amqp = amqp_error(queue);
     let name = lapin::types::ShortString::try_new(queue).map_err(|_| CliError::NoQueue {
         queue: queue.to_owned(),
         vhost: vhost.to_owned(),

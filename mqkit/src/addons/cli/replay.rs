@@ -20,7 +20,7 @@ use lapin::Connection;
 use lapin::options::{BasicAckOptions, BasicGetOptions, BasicNackOptions};
 
 use super::inspect::plural;
-use super::{CliError, ReplayArgs, open_queue};
+use super::{CliError, ReplayArgs, amqp_error, open_queue};
 use crate::addons::dlq::letter::{DeadLetter, replay_properties};
 use crate::amqp::convert::properties_from;
 use crate::amqp::publisher::BrokerPublisher;
@@ -44,11 +44,7 @@ pub(super) async fn replay(
 ) -> Result<ExitCode, CliError> {
     let queue = args.queue.as_str();
     let (depth, channel) = open_queue(connection, vhost, queue).await?;
-    let amqp = |what, source| CliError::Amqp {
-        what,
-        queue: queue.to_owned(),
-        source,
-    };
+    let amqp = amqp_error(queue);
     let broker = BrokerPublisher::new();
     broker.attach(connection.clone()).await;
     let publisher = Publisher::new(broker.clone());

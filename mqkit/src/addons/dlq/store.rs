@@ -11,6 +11,7 @@ use tracing::info;
 use super::letter::{DeadLetter, business_key, headers_json, properties_json};
 use crate::core::headers::Properties;
 use crate::core::spec::ConsumerSpec;
+use crate::core::text::truncate;
 
 /// Error texts are cut to this many bytes in the archive.
 const MAX_ERROR_TEXT: usize = 16 * 1024;
@@ -81,7 +82,7 @@ impl Row {
             dlq: cut_chars(dlq, 255),
             business_key,
             error_kind: cut_chars(&letter.error_kind, 64),
-            error_text: cut_bytes(&letter.error, MAX_ERROR_TEXT).to_owned(),
+            error_text: truncate(&letter.error, MAX_ERROR_TEXT).to_owned(),
             attempts: letter.attempts,
             headers: headers_json(properties.headers.as_ref()).to_string(),
             properties: properties_json(properties).to_string(),
@@ -145,17 +146,6 @@ pub(super) async fn migrate(pool: &MySqlPool) -> Result<(), sqlx::Error> {
 
 fn cut_chars(s: &str, max: usize) -> String {
     s.chars().take(max).collect()
-}
-
-fn cut_bytes(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }
 
 #[cfg(test)]
