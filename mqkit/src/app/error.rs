@@ -60,7 +60,7 @@ pub enum Error {
     AlertWithoutArchive,
     /// `MQKIT_DLQ_ARCHIVE_URL` is set but mqkit was built without `dlq`.
     #[error(
-        "MQKIT_DLQ_ARCHIVE_URL is set but this binary was built without mqkit's `dlq` feature, so it cannot archive dead letters. Enable the feature (mqkit = {{ version = \"0.1\", features = [\"dlq\"] }} in Cargo.toml) or unset MQKIT_DLQ_ARCHIVE_URL"
+        "MQKIT_DLQ_ARCHIVE_URL is set but this binary was built without mqkit's `dlq` feature, so it cannot archive dead letters. Add `features = [\"dlq\"]` to the mqkit dependency in Cargo.toml, or unset MQKIT_DLQ_ARCHIVE_URL"
     )]
     DlqFeatureDisabled,
     /// A dead-letter setting is invalid.

@@ -13,12 +13,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde_json::{Map, Value, json};
 
 use crate::core::headers::{self, FieldValue, Headers, Properties, attempt_from};
+#[cfg(feature = "dlq")]
 use crate::core::idempotency::KeyBuilder;
+#[cfg(feature = "dlq")]
 use crate::core::spec::ConsumerSpec;
 
 /// Headers a replayed copy loses: the attempt counter, mqkit's failure
 /// headers and RabbitMQ's dead-letter history (a replayed message starts
 /// afresh; clients should not publish `x-death` themselves).
+#[cfg(feature = "cli")]
 const FAILURE_HEADERS: &[&str] = &[
     headers::ATTEMPT,
     headers::ERROR,
@@ -133,6 +136,7 @@ impl DeadLetter {
     }
 
     /// `failed_at` as RFC 3339 with milliseconds, or `-`.
+    #[cfg(feature = "cli")]
     pub(crate) fn failed_at_text(&self) -> String {
         self.failed_at
             .map(|t| humantime::format_rfc3339_millis(t).to_string())
@@ -166,6 +170,7 @@ fn broker_error(reason: &str, queue: &str) -> String {
 /// The properties of a replayed copy: no attempt counter, no failure
 /// headers, `x-mqkit-replays` one higher; everything else (message id,
 /// content type, correlation id, other headers) unchanged, persistent.
+#[cfg(feature = "cli")]
 pub(crate) fn replay_properties(properties: &Properties) -> Properties {
     let replays = DeadLetter::read(properties).replays.saturating_add(1);
     let mut copy = properties.clone();
@@ -215,6 +220,7 @@ fn value_json(v: &FieldValue) -> Value {
 }
 
 /// The properties other than headers, as a JSON object (absent ones left out).
+#[cfg(feature = "dlq")]
 pub(crate) fn properties_json(p: &Properties) -> Value {
     let mut m = Map::new();
     let mut put = |k: &str, v: Option<Value>| {
@@ -251,6 +257,7 @@ pub(crate) fn properties_json(p: &Properties) -> Value {
 /// matches the key the consumer used as long as the field names are the
 /// JSON names (no `#[serde(rename)]`) and the values' `Display` is their
 /// JSON text, which holds for strings, integers and bools.
+#[cfg(feature = "dlq")]
 pub(crate) fn business_key(spec: &ConsumerSpec, body: &[u8]) -> Option<String> {
     if spec.idempotency.is_empty() {
         return None;
@@ -273,7 +280,9 @@ pub(crate) fn business_key(spec: &ConsumerSpec, body: &[u8]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::amqp::convert::{properties_from, properties_to};
+    use crate::amqp::convert::properties_from;
+    #[cfg(feature = "cli")]
+    use crate::amqp::convert::properties_to;
     use lapin::BasicProperties;
     use lapin::types::{AMQPValue, FieldArray, FieldTable, LongString, ShortString};
 
@@ -306,6 +315,7 @@ mod tests {
         AMQPValue::FieldTable(t)
     }
 
+    #[cfg(feature = "cli")]
     #[test]
     fn reads_mqkit_headers() {
         let p = props(&[
@@ -364,6 +374,7 @@ mod tests {
         assert_eq!(unknown.failed_at, None);
     }
 
+    #[cfg(feature = "cli")]
     #[test]
     fn a_replayed_copy_loses_failure_headers_and_counts_replays() {
         let p = props(&[
@@ -396,6 +407,7 @@ mod tests {
         );
     }
 
+    #[cfg(feature = "dlq")]
     #[test]
     fn headers_become_plain_json() {
         let p = props(&[
@@ -414,6 +426,7 @@ mod tests {
         assert_eq!(properties_json(&p)["message_id"], "m-1");
     }
 
+    #[cfg(feature = "dlq")]
     #[test]
     fn business_key_from_the_body() {
         let mut spec = ConsumerSpec::new("order");
