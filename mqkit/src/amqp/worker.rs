@@ -16,9 +16,9 @@ use tracing::{debug, error, info, warn};
 
 use super::consume::{ConsumeError, Consumption, consume};
 use super::convert::properties_from;
-use crate::core::headers::{self, Properties};
-use crate::core::outcome::Outcome;
-use crate::core::pipeline::{self, ErasedPipeline};
+use crate::core::headers::{self, FieldValue, Properties};
+use crate::core::outcome::{Outcome, RequeueReason};
+use crate::core::pipeline::{self, ErasedPipeline, unix_millis};
 use crate::core::publish::Publisher;
 use crate::core::retry::delay_queue_name;
 use crate::core::spec::ConsumerSpec;
@@ -209,6 +209,34 @@ impl Worker {
                 let next = i64::from(attempt.saturating_add(1));
                 let props = with_headers(&received.properties, |h| {
                     h.insert(headers::ATTEMPT, next);
+                    // A wait for a busy key is over once the handler ran.
+                    for name in [
+                        headers::BUSY_REQUEUES,
+                        headers::BUSY_SINCE,
+                        headers::BUSY_REPORTED,
+                    ] {
+                        h.remove(name);
+                    }
+                });
+                self.republish(delivery, delay, &props).await;
+            }
+            Outcome::Requeue {
+                delay,
+                reason: reason @ (RequeueReason::KeyBusy | RequeueReason::KeyStuck { .. }),
+            } => {
+                // Counted on the message, not as an attempt.
+                let props = with_headers(&received.properties, |h| {
+                    let requeues = h.get(headers::BUSY_REQUEUES).and_then(FieldValue::as_i64);
+                    h.insert(
+                        headers::BUSY_REQUEUES,
+                        requeues.unwrap_or(0).saturating_add(1),
+                    );
+                    if !h.contains(headers::BUSY_SINCE) {
+                        h.insert(headers::BUSY_SINCE, unix_millis());
+                    }
+                    if matches!(reason, RequeueReason::KeyStuck { .. }) {
+                        h.insert(headers::BUSY_REPORTED, true);
+                    }
                 });
                 self.republish(delivery, delay, &props).await;
             }

@@ -20,6 +20,14 @@ pub(crate) const ATTEMPTS: &str = "x-mqkit-attempts";
 pub(crate) const ORIGINAL_QUEUE: &str = "x-mqkit-original-queue";
 /// `x-mqkit-failed-at`: when it was dead-lettered (RFC 3339).
 pub(crate) const FAILED_AT: &str = "x-mqkit-failed-at";
+/// `x-mqkit-busy-requeues`: how often this message was requeued because its
+/// business key was busy (not an attempt).
+pub(crate) const BUSY_REQUEUES: &str = "x-mqkit-busy-requeues";
+/// `x-mqkit-busy-since`: when it was first requeued for a busy key (ms since
+/// the Unix epoch).
+pub(crate) const BUSY_SINCE: &str = "x-mqkit-busy-since";
+/// `x-mqkit-busy-reported`: set once the wait was reported as a stuck key.
+pub(crate) const BUSY_REPORTED: &str = "x-mqkit-busy-reported";
 /// `x-mqkit-replays`: how often a dead letter was replayed to its queue.
 #[cfg(any(feature = "dlq", feature = "cli"))]
 pub(crate) const REPLAYS: &str = "x-mqkit-replays";

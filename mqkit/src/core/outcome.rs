@@ -100,6 +100,12 @@ impl fmt::Display for DeadLetterKind {
 pub enum RequeueReason {
     /// The same business key is being processed elsewhere right now.
     KeyBusy,
+    /// The key has been busy for longer than several lock TTLs while this
+    /// message waited (reported once per message; it keeps waiting).
+    KeyStuck {
+        /// How long this message has waited for the key.
+        busy_for: Duration,
+    },
     /// The idempotency store could not be asked (fail closed).
     StoreUnavailable(String),
 }
@@ -108,6 +114,11 @@ impl fmt::Display for RequeueReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             RequeueReason::KeyBusy => f.write_str("idempotency key is being processed elsewhere"),
+            RequeueReason::KeyStuck { busy_for } => write!(
+                f,
+                "idempotency key has been busy for {}: a stuck lock?",
+                humantime::format_duration(*busy_for)
+            ),
             RequeueReason::StoreUnavailable(e) => write!(f, "idempotency store unavailable: {e}"),
         }
     }

@@ -10,18 +10,20 @@ use std::any::Any;
 use std::fmt;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::FutureExt as _;
 use tracing::{error, info, warn};
 
 use super::consumer::Consumer;
 use super::context::Context;
-use super::headers::Properties;
+use super::headers::{self, FieldValue, Properties};
 use super::idempotency::{BoxFuture, Claim, IdempotencyStore, KeyBuilder};
 use super::outcome::{DeadLetterKind, Outcome, RequeueReason};
 use super::publish::Publisher;
 use super::retry::delay_for;
 use super::spec::ConsumerSpec;
+use super::text::truncate;
 
 /// A delivered message as the pipeline sees it.
 pub(crate) trait Delivery: Sync {
@@ -120,10 +122,14 @@ impl<C: Consumer> Pipeline<C> {
                     info!(queue = %spec.queue, message_id, key = %key, "duplicate: business key already handled; acking without calling the handler");
                     return Outcome::Duplicate;
                 }
-                Ok(Claim::Busy) => {
-                    return Outcome::Requeue {
-                        delay: spec.retry_delay,
-                        reason: RequeueReason::KeyBusy,
+                Ok(Claim::Busy) => return self.busy(key, properties, message_id),
+                Ok(Claim::Foreign { value }) => {
+                    let error = foreign_record(key, &value);
+                    error!(queue = %spec.queue, message_id, key = %key, error = %error, "idempotency record holds a value mqkit never writes; dead-lettering without touching it");
+                    return Outcome::DeadLetter {
+                        kind: DeadLetterKind::Rejected,
+                        error,
+                        attempts: attempt,
                     };
                 }
                 Err(e) => {
@@ -194,6 +200,39 @@ impl<C: Consumer> Pipeline<C> {
         }
     }
 
+    /// A requeue for a key held elsewhere. The AMQP layer counts these on the
+    /// message (`x-mqkit-busy-requeues`, `x-mqkit-busy-since`); once the same
+    /// message has waited longer than [`STUCK_AFTER_LOCK_TTLS`] lock TTLs,
+    /// that is reported once, at ERROR and in `mqkit_stuck_keys_total`.
+    fn busy(&self, key: &str, properties: &Properties, message_id: &str) -> Outcome {
+        let spec = &self.spec;
+        let requeue = |reason| Outcome::Requeue {
+            delay: spec.retry_delay,
+            reason,
+        };
+        let waited = properties
+            .header(headers::BUSY_SINCE)
+            .and_then(FieldValue::as_i64)
+            .and_then(|since| u64::try_from(unix_millis().saturating_sub(since)).ok())
+            .map(Duration::from_millis);
+        let limit = spec.lock_ttl() * STUCK_AFTER_LOCK_TTLS;
+        match waited {
+            Some(busy_for)
+                if busy_for > limit && properties.header(headers::BUSY_REPORTED).is_none() =>
+            {
+                let requeues = properties
+                    .header(headers::BUSY_REQUEUES)
+                    .and_then(FieldValue::as_i64)
+                    .unwrap_or(0);
+                error!(queue = %spec.queue, message_id, key, busy_for = ?busy_for, requeues, lock_ttl = ?spec.lock_ttl(), "idempotency key has been busy for longer than {STUCK_AFTER_LOCK_TTLS} lock TTLs: a stuck lock or a handler that never ends? The message keeps waiting for it");
+                metrics::counter!("mqkit_stuck_keys_total", "queue" => spec.queue.to_string())
+                    .increment(1);
+                requeue(RequeueReason::KeyStuck { busy_for })
+            }
+            _ => requeue(RequeueReason::KeyBusy),
+        }
+    }
+
     async fn release(&self, key: Option<&str>, message_id: &str) {
         if let Some(key) = key
             && let Err(e) = self.deps.store.release(key).await
@@ -203,6 +242,28 @@ impl<C: Consumer> Pipeline<C> {
             warn!(queue = %self.spec.queue, message_id, key, error = %e, "could not release idempotency key after a failure");
         }
     }
+}
+
+/// How many lock TTLs a message may wait for a busy key before it is
+/// reported as stuck.
+pub(crate) const STUCK_AFTER_LOCK_TTLS: u32 = 3;
+
+/// Longest part of a foreign record's value quoted in an error.
+const MAX_FOREIGN_VALUE: usize = 64;
+
+fn foreign_record(key: &str, value: &str) -> String {
+    let shown = truncate(value, MAX_FOREIGN_VALUE);
+    let cut = if shown.len() < value.len() { "…" } else { "" };
+    format!(
+        "idempotency key {key} holds {shown:?}{cut}, a value mqkit never writes (it writes processing and done); the record was left as it is: delete it or fix what wrote it, then replay this message"
+    )
+}
+
+/// Milliseconds since the Unix epoch (0 if the clock is before it).
+pub(crate) fn unix_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 fn panic_text(panic: &(dyn Any + Send)) -> &str {

@@ -19,14 +19,21 @@ pub struct MemoryStore {
 
 #[derive(Debug, Default)]
 struct Records {
-    map: HashMap<String, (State, Instant)>,
+    /// Value and expiry; `None` = never expires (only records planted with
+    /// [`MemoryStore::insert_raw`]: mqkit's own always expire).
+    map: HashMap<String, (State, Option<Instant>)>,
     writes_since_sweep: usize,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum State {
     Processing,
     Done,
+    Foreign(String),
+}
+
+fn live(expires: Option<Instant>, now: Instant) -> bool {
+    expires.is_none_or(|e| e > now)
 }
 
 const SWEEP_EVERY: usize = 1024;
@@ -44,13 +51,46 @@ impl MemoryStore {
         records
             .map
             .get(key)
-            .and_then(|(_, expires)| expires.checked_duration_since(now))
+            .and_then(|(_, expires)| expires.and_then(|e| e.checked_duration_since(now)))
+    }
+
+    /// The value of `key` if it is live (`processing`, `done`, or whatever
+    /// [`MemoryStore::insert_raw`] planted), like Redis `GET`.
+    pub fn value(&self, key: &str) -> Option<String> {
+        let now = Instant::now();
+        let records = self.lock();
+        records
+            .map
+            .get(key)
+            .filter(|(_, expires)| live(*expires, now))
+            .map(|(state, _)| match state {
+                State::Processing => "processing".to_owned(),
+                State::Done => "done".to_owned(),
+                State::Foreign(v) => v.clone(),
+            })
+    }
+
+    /// Plants a record as another tool would: any value, and no expiry when
+    /// `ttl` is `None` (like `SET key value` without `EX`). For tests of what
+    /// mqkit does with records it never writes.
+    pub fn insert_raw(&self, key: &str, value: &str, ttl: Option<Duration>) {
+        let state = match value {
+            "processing" => State::Processing,
+            "done" => State::Done,
+            other => State::Foreign(other.to_owned()),
+        };
+        let expires = ttl.map(|t| Instant::now() + t);
+        self.lock().map.insert(key.to_owned(), (state, expires));
     }
 
     /// Number of live records.
     pub fn len(&self) -> usize {
         let now = Instant::now();
-        self.lock().map.values().filter(|(_, e)| *e > now).count()
+        self.lock()
+            .map
+            .values()
+            .filter(|(_, e)| live(*e, now))
+            .count()
     }
 
     /// Whether no live record exists.
@@ -69,9 +109,9 @@ impl MemoryStore {
         let mut records = self.lock();
         match records.map.get_mut(key) {
             // The usual case: `complete` after `claim` inserted the key.
-            Some(record) => *record = (state, now + ttl),
+            Some(record) => *record = (state, Some(now + ttl)),
             None => {
-                records.map.insert(key.to_owned(), (state, now + ttl));
+                records.map.insert(key.to_owned(), (state, Some(now + ttl)));
             }
         }
         records.writes_since_sweep += 1;
@@ -79,7 +119,7 @@ impl MemoryStore {
         // O(1) per write however many records are live.
         if records.writes_since_sweep >= SWEEP_EVERY.max(records.map.len()) {
             records.writes_since_sweep = 0;
-            records.map.retain(|_, (_, expires)| *expires > now);
+            records.map.retain(|_, (_, expires)| live(*expires, now));
         }
     }
 }
@@ -92,18 +132,28 @@ impl IdempotencyStore for MemoryStore {
     ) -> BoxFuture<'a, Result<Claim, StoreError>> {
         let now = Instant::now();
         let mut records = self.lock();
-        let live = records
+        let claim = match records
             .map
-            .get(key)
-            .filter(|(_, expires)| *expires > now)
-            .map(|(state, _)| *state);
-        let claim = match live {
-            Some(State::Done) => Claim::Done,
-            Some(State::Processing) => Claim::Busy,
+            .get_mut(key)
+            .filter(|(_, expires)| live(*expires, now))
+        {
+            Some((State::Done, _)) => Claim::Done,
+            Some((State::Processing, expires)) => {
+                if expires.is_none() {
+                    // The same rule as the Redis store: a lock that can
+                    // never expire gets the lock TTL.
+                    *expires = Some(now + lock_ttl);
+                    super::no_ttl_lock(key, lock_ttl);
+                }
+                Claim::Busy
+            }
+            Some((State::Foreign(value), _)) => Claim::Foreign {
+                value: value.clone(),
+            },
             None => {
                 records
                     .map
-                    .insert(key.to_owned(), (State::Processing, now + lock_ttl));
+                    .insert(key.to_owned(), (State::Processing, Some(now + lock_ttl)));
                 Claim::Acquired
             }
         };

@@ -22,14 +22,35 @@ pub use redis::RedisStore;
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// What the store said when the pipeline tried to claim a key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Claim {
     /// The key was free and is now `processing` for this delivery.
     Acquired,
     /// The key is `done`: this business event was already handled.
     Done,
     /// The key is `processing`: another delivery is handling it right now.
+    /// A `processing` record without an expiry is given the lock TTL by the
+    /// store when it is found (a lock that can never expire is foreign
+    /// state), so it ends like any other lock.
     Busy,
+    /// The key holds a value mqkit never writes (another tool, a typo in a
+    /// shared Redis). The store leaves it as it is; the pipeline
+    /// dead-letters the message as `rejected`, naming the key and value.
+    Foreign {
+        /// What the key holds.
+        value: String,
+    },
+}
+
+/// Logs, once per lock (the store fixes it here), a `processing` record
+/// found without an expiry.
+pub(crate) fn no_ttl_lock(key: &str, lock_ttl: Duration) {
+    tracing::error!(
+        key,
+        lock_ttl = ?lock_ttl,
+        "idempotency lock had no TTL (removed by PERSIST, a manual SET or a restore?), so it could never expire; gave it the lock TTL, the message is handled once it expires"
+    );
 }
 
 /// The idempotency store could not be reached or gave an unexpected answer.

@@ -9,7 +9,7 @@ use deadpool_redis::redis::aio::MultiplexedConnection;
 use deadpool_redis::redis::{self, Value};
 use deadpool_redis::{Config, Pool, PoolConfig, Runtime, Timeouts};
 
-use super::{BoxFuture, Claim, IdempotencyStore, StoreError, ttl_secs};
+use super::{BoxFuture, Claim, IdempotencyStore, StoreError, no_ttl_lock, ttl_secs};
 use crate::core::mask::mask_password;
 
 /// Idempotency records in Redis, shared by every instance of a service.
@@ -114,6 +114,18 @@ impl RedisStore {
     }
 }
 
+/// After a failed `SET NX`: what the key holds, and whether it was a
+/// `processing` lock without a TTL, which is given the lock TTL here (in one
+/// atomic step, so a `done` record written meanwhile keeps its own TTL).
+const INSPECT: &str = r"
+local v = redis.call('GET', KEYS[1])
+if v == 'processing' and redis.call('TTL', KEYS[1]) == -1 then
+  redis.call('EXPIRE', KEYS[1], ARGV[1])
+  return {v, 1}
+end
+return {v, 0}
+";
+
 impl IdempotencyStore for RedisStore {
     fn claim<'a>(
         &'a self,
@@ -134,20 +146,26 @@ impl IdempotencyStore for RedisStore {
             if matches!(set, Value::Okay) {
                 return Ok(Claim::Acquired);
             }
-            let current: Option<String> = redis::cmd("GET")
+            let (current, expired_now): (Option<Vec<u8>>, i64) = redis::cmd("EVAL")
+                .arg(INSPECT)
+                .arg(1)
                 .arg(key)
+                .arg(ttl_secs(lock_ttl))
                 .query_async(&mut conn)
                 .await
-                .map_err(|e| self.error("GET", e))?;
-            match current.as_deref() {
-                Some("done") => Ok(Claim::Done),
+                .map_err(|e| self.error("EVAL (inspect key)", e))?;
+            if expired_now == 1 {
+                no_ttl_lock(key, lock_ttl);
+            }
+            Ok(match current.as_deref() {
+                Some(b"done") => Claim::Done,
                 // Still processing, or it expired between the two commands:
                 // either way the delivery comes back later and tries again.
-                Some("processing") | None => Ok(Claim::Busy),
-                Some(other) => Err(StoreError::new(format!(
-                    "unexpected value {other:?} at idempotency key {key} (expected processing or done)"
-                ))),
-            }
+                Some(b"processing") | None => Claim::Busy,
+                Some(other) => Claim::Foreign {
+                    value: String::from_utf8_lossy(other).into_owned(),
+                },
+            })
         })
     }
 
