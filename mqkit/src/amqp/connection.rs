@@ -46,9 +46,6 @@ pub(crate) async fn connect_any(config: &ConnectOptions) -> Result<Arc<Connectio
     Err(errors.join("; "))
 }
 
-/// Frame size asked for unless the URL sets `frame_max`.
-const DEFAULT_FRAME_MAX: u32 = 16 * 1024;
-
 /// How long one connection attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -58,10 +55,13 @@ async fn connect(url: &str, config: &ConnectOptions) -> Result<Connection, Strin
         .map_err(|e: String| format!("invalid AMQP URL ({e})"))?;
     let heartbeat = u16::try_from(config.heartbeat.as_secs()).unwrap_or(u16::MAX);
     uri.query.heartbeat = Some(heartbeat);
-    // lapin keeps read and write buffers of 32 frames each; with RabbitMQ's
-    // 128 KiB default that is 8 MiB resident per connection. 16 KiB frames
-    // cost nothing measurable in throughput. A URL's own frame_max wins.
-    uri.query.frame_max = uri.query.frame_max.or(Some(DEFAULT_FRAME_MAX));
+    // No frame_max of our own: the broker's (RabbitMQ: 128 KiB) is
+    // negotiated unless the URL sets one. RabbitMQ sends a message's
+    // properties in one frame, so a smaller frame_max makes every message
+    // whose header block is larger than it (a big JWT, trace baggage) a
+    // connection error that no consumer could get past. lapin's buffers
+    // (32 frames each way) cost more resident memory at 128 KiB; see
+    // ARCHITECTURE.md "Frame size".
     uri.query.connection_timeout =
         Some(u64::try_from(CONNECT_TIMEOUT.as_millis()).unwrap_or(u64::MAX));
     let properties =

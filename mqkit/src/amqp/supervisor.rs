@@ -128,8 +128,18 @@ impl Supervisor {
     /// Runs sessions until shutdown, reconnecting forever in between.
     pub(crate) async fn run(self, first: Arc<Connection>) -> Result<(), SupervisorError> {
         let mut connection = first;
+        let mut ever_ready = false;
+        let mut flaps = 0u32;
         loop {
-            match self.session(connection).await {
+            let (end, ready_for) = self.session(connection).await;
+            let end = match end {
+                // Once the service ran, nothing a session meets (a refused
+                // consumer, a broken channel) stops the process: retry.
+                SessionEnd::Fatal(e) if ever_ready => SessionEnd::Lost(e.to_string()),
+                end => end,
+            };
+            ever_ready |= ready_for.is_some();
+            match end {
                 SessionEnd::Shutdown => {
                     self.state.send_replace(ConnectionState::Closed);
                     return Ok(());
@@ -141,7 +151,21 @@ impl Supervisor {
                 SessionEnd::Lost(why) => {
                     self.state.send_replace(ConnectionState::Reconnecting);
                     self.publisher.detach().await;
-                    error!(reason = %why, "lost the RabbitMQ connection; reconnecting");
+                    // A session that dies young (e.g. the same delivery breaks
+                    // it every time) makes the next wait longer.
+                    flaps = match ready_for {
+                        Some(up) if up >= HEALTHY_SESSION => 0,
+                        _ => flaps.saturating_add(1),
+                    };
+                    let hold = flap_delay(flaps);
+                    error!(reason = %why, sessions_that_died_young = flaps, wait = ?hold, "lost the RabbitMQ connection; reconnecting");
+                    tokio::select! {
+                        _ = self.shutdown.cancelled() => {
+                            self.state.send_replace(ConnectionState::Closed);
+                            return Ok(());
+                        }
+                        _ = tokio::time::sleep(hold) => {}
+                    }
                     match self.reconnect().await {
                         Some(c) => connection = c,
                         None => {
@@ -183,7 +207,9 @@ impl Supervisor {
         }
     }
 
-    async fn session(&self, connection: Arc<Connection>) -> SessionEnd {
+    /// One connection's life: consumers and session tasks until shutdown or
+    /// a failure; also how long it was ready (`None`: never).
+    async fn session(&self, connection: Arc<Connection>) -> (SessionEnd, Option<Duration>) {
         let stop = CancellationToken::new();
         let mut consumers = tokio::task::JoinSet::new();
         let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel(self.pipelines.len().max(1));
@@ -207,6 +233,7 @@ impl Supervisor {
         }
         // Ready (for probes and `start()`) once every consumer is consuming.
         let mut starting = self.pipelines.len();
+        let mut ready_at = None;
         let mut events = connection.events_listener();
         let end = loop {
             tokio::select! {
@@ -214,6 +241,7 @@ impl Supervisor {
                 Some(()) = ready_rx.recv(), if starting > 0 => {
                     starting -= 1;
                     if starting == 0 {
+                        ready_at = Some(Instant::now());
                         self.state.send_replace(ConnectionState::Connected);
                     }
                 }
@@ -262,7 +290,7 @@ impl Supervisor {
         if matches!(end, SessionEnd::Shutdown) {
             info!("connection closed");
         }
-        end
+        (end, ready_at.map(|t: Instant| t.elapsed()))
     }
 }
 
@@ -272,4 +300,30 @@ impl Supervisor {
 /// broker is back (under 3.5 s).
 fn reconnect_backoff() -> backon::ExponentialBackoff {
     backoff::exponential(Duration::from_millis(100), Duration::from_millis(1500))
+}
+
+/// A session ready for at least this long was healthy: the next loss starts
+/// the flap count afresh.
+const HEALTHY_SESSION: Duration = Duration::from_secs(30);
+
+/// Extra wait before reconnecting after `flaps` sessions in a row died
+/// young: none after the first, then 1 s doubling up to 60 s.
+fn flap_delay(flaps: u32) -> Duration {
+    match flaps {
+        0 | 1 => Duration::ZERO,
+        n => Duration::from_secs(1u64 << (n - 2).min(6)).min(Duration::from_secs(60)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::flap_delay;
+    use std::time::Duration;
+
+    #[test]
+    fn sessions_that_die_young_wait_longer_and_longer() {
+        let secs: Vec<u64> = (0..10).map(|n| flap_delay(n).as_secs()).collect();
+        assert_eq!(secs, [0, 0, 1, 2, 4, 8, 16, 32, 60, 60]);
+        assert_eq!(flap_delay(u32::MAX), Duration::from_secs(60));
+    }
 }
