@@ -15,40 +15,20 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::hint::black_box;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput};
-use mqkit::testing::{TestDelivery, TestHarness};
+use mqkit::testing::TestDelivery;
 use mqkit::{Claim, IdempotencyStore};
-use mqkit::{Consumer, MemoryStore, Outcome};
-use serde::{Deserialize, Serialize};
+use mqkit::{ConsumerSpec, MemoryStore, Outcome};
 
-#[derive(Debug, Serialize, Deserialize)]
-struct OrderEvent {
-    order_id: String,
-    event_type: String,
-    amount_cents: i64,
-    currency: String,
-    note: String,
-}
+/// The test consumer of `tests/support/orders.rs`; its handler does nothing
+/// for these event types but count the call.
+#[path = "../tests/support/orders.rs"]
+mod orders;
 
-fn check(evt: &OrderEvent) -> Result<(), mqkit::HandlerError> {
-    if evt.amount_cents >= 0 && evt.currency.len() == 3 && evt.note.len() < 1024 {
-        Ok(())
-    } else {
-        Err(mqkit::HandlerError::reject("invalid order"))
-    }
-}
-
-#[mqkit::consumer(queue = "bench", idempotency = "order_id,event_type")]
-async fn with_idempotency(evt: OrderEvent) -> Result<(), mqkit::HandlerError> {
-    check(&evt)
-}
-
-#[mqkit::consumer(queue = "bench")]
-async fn without_idempotency(evt: OrderEvent) -> Result<(), mqkit::HandlerError> {
-    check(&evt)
-}
+use orders::{OrderEvent, Orders, Shared};
 
 /// Deliveries prepared outside the timed loop; a fresh store every this
 /// many messages keeps every key new.
@@ -60,8 +40,7 @@ fn deliveries() -> Vec<TestDelivery> {
             let mut evt = OrderEvent {
                 order_id: format!("ord-0001-{i:08}"),
                 event_type: ["created", "paid", "shipped"][i % 3].to_owned(),
-                amount_cents: i64::try_from(i).unwrap(),
-                currency: "EUR".to_owned(),
+                amount_cents: Some(i64::try_from(i).unwrap()),
                 note: String::new(),
             };
             let bare = serde_json::to_vec(&evt).unwrap().len();
@@ -72,21 +51,18 @@ fn deliveries() -> Vec<TestDelivery> {
 }
 
 /// Times `iters` deliveries through a fresh harness per [`POOL`] messages.
-fn run<C: Consumer + Copy>(
+fn run(
     rt: &tokio::runtime::Runtime,
-    consumer: C,
+    spec: &ConsumerSpec,
     deliveries: &[TestDelivery],
     iters: u64,
 ) -> Duration {
+    let shared = Arc::new(Shared::default());
     let mut total = Duration::ZERO;
     let mut left = iters;
     while left > 0 {
         let n = usize::try_from(left.min(POOL as u64)).unwrap();
-        let harness = TestHarness::with_store(
-            consumer,
-            consumer.spec(),
-            std::sync::Arc::new(MemoryStore::new()),
-        );
+        let harness = Orders::harness(spec.clone(), &shared, Arc::new(MemoryStore::new()));
         let started = Instant::now();
         rt.block_on(async {
             for d in &deliveries[..n] {
@@ -97,6 +73,11 @@ fn run<C: Consumer + Copy>(
         total += started.elapsed();
         left -= n as u64;
     }
+    assert_eq!(
+        shared.calls() as u64,
+        iters,
+        "the handler ran once a message"
+    );
     total
 }
 
@@ -113,16 +94,17 @@ fn pipeline(c: &mut Criterion) {
         let mut i = 0;
         b.iter(|| {
             i = (i + 1) % POOL;
-            let evt: OrderEvent = serde_json::from_slice(black_box(bodies[i])).unwrap();
-            check(&evt).unwrap();
-            evt
+            serde_json::from_slice::<OrderEvent>(black_box(bodies[i])).unwrap()
         });
     });
+    let with_idempotency = orders::spec("bench");
+    let mut without_idempotency = with_idempotency.clone();
+    without_idempotency.idempotency = &[];
     group.bench_function("decode + outcome (no idempotency)", |b| {
-        b.iter_custom(|iters| run(&rt, without_idempotency {}, &deliveries, iters));
+        b.iter_custom(|iters| run(&rt, &without_idempotency, &deliveries, iters));
     });
     group.bench_function("decode + MemoryStore idempotency + outcome", |b| {
-        b.iter_custom(|iters| run(&rt, with_idempotency {}, &deliveries, iters));
+        b.iter_custom(|iters| run(&rt, &with_idempotency, &deliveries, iters));
     });
     group.finish();
 }

@@ -1,137 +1,39 @@
-//! The pipeline against every row of DESIGN.md rule 2, with hand-written
-//! consumers (no macro) driven through `mqkit::testing`.
+//! The pipeline against every row of DESIGN.md rule 2, with the
+//! hand-written test consumer of `support/orders.rs` (no macro) driven
+//! through `mqkit::testing`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mqkit::KeyBuilder;
 use mqkit::MAX_RETRY_DELAY;
 use mqkit::decode_json;
 use mqkit::testing::{TestDelivery, TestHarness};
 use mqkit::{
-    Consumer, ConsumerSpec, Context, DeadLetterKind, DecodeError, FieldValue, HandlerError,
-    MemoryStore, Outcome, RedisStore, RequeueReason,
+    ConsumerSpec, DeadLetterKind, FieldValue, MemoryStore, Outcome, RedisStore, RequeueReason,
 };
-use serde::{Deserialize, Serialize};
 use serde_json::json;
-use tokio::sync::Notify;
 
-// ---------------------------------------------------------------------------
-// A test consumer whose behaviour is chosen by the message's `event_type`.
-// ---------------------------------------------------------------------------
+#[path = "support/orders.rs"]
+mod orders;
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct OrderEvent {
-    order_id: String,
-    event_type: String,
-    amount_cents: i64,
-}
+use orders::{OrderEvent, Orders, Shared, store_unavailable};
 
-/// Holds a handler (`event_type = "hold"`) until the test releases it.
-#[derive(Debug, Default)]
-struct Gate {
-    started: Notify,
-    release: Notify,
-}
-
-#[derive(Debug, Clone)]
-struct Orders {
-    spec: ConsumerSpec,
-    calls: Arc<AtomicUsize>,
-    gate: Arc<Gate>,
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("charge failed")]
-struct ChargeFailed(#[source] std::io::Error);
-
-async fn io_call(fail: bool) -> Result<(), std::io::Error> {
-    if fail {
-        Err(std::io::Error::other("connection reset by peer"))
-    } else {
-        Ok(())
-    }
-}
-
-impl Consumer for Orders {
-    type Message = OrderEvent;
-
-    fn spec(&self) -> ConsumerSpec {
-        self.spec.clone()
-    }
-
-    fn decode(&self, body: &[u8]) -> Result<OrderEvent, DecodeError> {
-        decode_json(body)
-    }
-
-    fn idempotency_key(&self, msg: &OrderEvent, key: &mut KeyBuilder) {
-        key.push(&msg.order_id);
-        key.push(&msg.event_type);
-    }
-
-    fn handle(
-        &self,
-        msg: OrderEvent,
-        _ctx: Context,
-    ) -> impl Future<Output = Result<(), HandlerError>> + Send + 'static {
-        let calls = self.calls.clone();
-        let gate = self.gate.clone();
-        async move {
-            calls.fetch_add(1, Ordering::SeqCst);
-            match msg.event_type.as_str() {
-                "ok" => Ok(()),
-                "retry" => Err(HandlerError::retry("upstream unavailable")),
-                "io" => {
-                    io_call(true).await?;
-                    Ok(())
-                }
-                "io-chain" => {
-                    io_call(true).await.map_err(ChargeFailed)?;
-                    Ok(())
-                }
-                "reject" => Err(HandlerError::reject(format!(
-                    "negative amount {}",
-                    msg.amount_cents
-                ))),
-                "panic" => panic!("kaboom"),
-                "panic-string" => {
-                    let what = msg.order_id.clone();
-                    panic!("{}", what)
-                }
-                "panic-other" => std::panic::panic_any(42_u32),
-                "sleep" => {
-                    tokio::time::sleep(Duration::from_secs(10)).await;
-                    Ok(())
-                }
-                "hold" => {
-                    gate.started.notify_one();
-                    gate.release.notified().await;
-                    Ok(())
-                }
-                other => Err(HandlerError::reject(format!("unknown event type {other}"))),
-            }
-        }
-    }
-}
+/// How long a test waits for a held handler to be released.
+const HOLD_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn base_spec() -> ConsumerSpec {
-    let mut spec = ConsumerSpec::new("order");
-    spec.idempotency = &["order_id", "event_type"];
-    spec
+    orders::spec("order")
 }
 
 struct Setup {
     harness: TestHarness<Orders>,
-    calls: Arc<AtomicUsize>,
-    gate: Arc<Gate>,
+    shared: Arc<Shared>,
 }
 
 impl Setup {
     fn calls(&self) -> usize {
-        self.calls.load(Ordering::SeqCst)
+        self.shared.calls()
     }
 }
 
@@ -146,17 +48,10 @@ fn setup_with_store(
 ) -> Setup {
     let mut spec = base_spec();
     adjust(&mut spec);
-    let calls = Arc::new(AtomicUsize::new(0));
-    let gate = Arc::new(Gate::default());
-    let consumer = Orders {
-        spec: spec.clone(),
-        calls: calls.clone(),
-        gate: gate.clone(),
-    };
+    let shared = Arc::new(Shared::default());
     Setup {
-        harness: TestHarness::with_store(consumer, spec, store),
-        calls,
-        gate,
+        harness: Orders::harness(spec, &shared, store),
+        shared,
     }
 }
 
@@ -671,19 +566,10 @@ async fn no_idempotency_fields_means_no_duplicate_check() {
 #[tokio::test]
 async fn same_key_in_flight_is_requeued_as_busy() {
     let s = setup(|spec| spec.retry_delay = Duration::from_millis(750));
-    let held = event("A-1", "hold");
+    let (held, again) = (event("A-1", "hold"), event("A-1", "hold"));
     let first = s.harness.deliver_json(&held);
-    let second = async {
-        s.gate.started.notified().await;
-        let outcome = s.harness.deliver_json(&event("A-1", "hold")).await;
-        s.gate.release.notify_one();
-        outcome
-    };
-    let (first, second) = tokio::time::timeout(Duration::from_secs(10), async {
-        tokio::join!(first, second)
-    })
-    .await
-    .expect("the held handler was released");
+    let second = s.harness.deliver_json(&again);
+    let (first, second) = s.shared.gate.while_held(HOLD_TIMEOUT, first, second).await;
     assert_eq!(first, Outcome::Ack);
     assert_eq!(
         second,
@@ -704,19 +590,10 @@ async fn same_key_in_flight_is_requeued_as_busy() {
 #[tokio::test]
 async fn busy_requeue_does_not_change_the_attempt() {
     let s = setup(|_| {});
-    let held = event("A-1", "hold");
+    let (held, again) = (event("A-1", "hold"), delivery("A-1", "hold").attempt(3));
     let first = s.harness.deliver_json(&held);
-    let second = async {
-        s.gate.started.notified().await;
-        let outcome = s.harness.deliver(&delivery("A-1", "hold").attempt(3)).await;
-        s.gate.release.notify_one();
-        outcome
-    };
-    let (first, second) = tokio::time::timeout(Duration::from_secs(10), async {
-        tokio::join!(first, second)
-    })
-    .await
-    .expect("the held handler was released");
+    let second = s.harness.deliver(&again);
+    let (first, second) = s.shared.gate.while_held(HOLD_TIMEOUT, first, second).await;
     assert_eq!(first, Outcome::Ack);
     // Not a Retry: the attempt is not counted, and the first delay is used.
     assert_eq!(
@@ -739,13 +616,7 @@ async fn unreachable_store_requeues_without_calling_the_handler() {
         started.elapsed() < Duration::from_secs(10),
         "an unreachable store must not hang the pipeline"
     );
-    let Outcome::Requeue {
-        delay,
-        reason: RequeueReason::StoreUnavailable(error),
-    } = outcome
-    else {
-        panic!("expected Requeue(StoreUnavailable), got {outcome:?}");
-    };
+    let (delay, error) = store_unavailable(outcome);
     assert_eq!(delay, Duration::from_secs(2));
     assert!(error.contains("127.0.0.1:1"), "{error}");
     assert_eq!(s.calls(), 0, "fail closed: the handler must not run");
@@ -765,68 +636,34 @@ struct Seen {
     tenant: Option<FieldValue>,
 }
 
-#[derive(Debug, Clone, Default)]
-struct Probe {
-    seen: Arc<Mutex<Vec<Seen>>>,
-}
-
-impl Consumer for Probe {
-    type Message = OrderEvent;
-
-    fn spec(&self) -> ConsumerSpec {
-        base_spec()
-    }
-
-    fn decode(&self, body: &[u8]) -> Result<OrderEvent, DecodeError> {
-        decode_json(body)
-    }
-
-    fn idempotency_key(&self, msg: &OrderEvent, key: &mut KeyBuilder) {
-        key.push(&msg.order_id);
-        key.push(&msg.event_type);
-    }
-
-    fn handle(
-        &self,
-        msg: OrderEvent,
-        ctx: Context,
-    ) -> impl Future<Output = Result<(), HandlerError>> + Send + 'static {
-        let seen = self.seen.clone();
-        async move {
-            seen.lock().unwrap().push(Seen {
-                queue: ctx.queue().to_owned(),
-                attempt: ctx.attempt(),
-                message_id: ctx.message_id().map(str::to_owned),
-                correlation_id: ctx.correlation_id().map(str::to_owned),
-                redelivered: ctx.redelivered(),
-                tenant: ctx.header("x-tenant").cloned(),
-            });
-            ctx.publisher()
-                .publish_json(
-                    "events",
-                    "order.charged",
-                    &json!({"order_id": msg.order_id, "status": "charged"}),
-                )
-                .await?;
-            Ok(())
-        }
-    }
+/// What the `charged` handler saw of each delivery it ran.
+fn seen(s: &Setup) -> Vec<Seen> {
+    let contexts = s.shared.contexts.lock().unwrap();
+    contexts
+        .iter()
+        .map(|ctx| Seen {
+            queue: ctx.queue().to_owned(),
+            attempt: ctx.attempt(),
+            message_id: ctx.message_id().map(str::to_owned),
+            correlation_id: ctx.correlation_id().map(str::to_owned),
+            redelivered: ctx.redelivered(),
+            tenant: ctx.header("x-tenant").cloned(),
+        })
+        .collect()
 }
 
 #[tokio::test]
 async fn context_carries_the_delivery_and_publishes() {
-    let probe = Probe::default();
-    let seen = probe.seen.clone();
-    let harness = TestHarness::new(probe);
+    let s = setup(|_| {});
     let d = delivery("A-1", "charged")
         .message_id("msg-1")
         .correlation_id("corr-9")
         .redelivered(true)
         .header("x-tenant", FieldValue::from("acme"))
         .attempt(2);
-    assert_eq!(harness.deliver(&d).await, Outcome::Ack);
+    assert_eq!(s.harness.deliver(&d).await, Outcome::Ack);
     assert_eq!(
-        *seen.lock().unwrap(),
+        seen(&s),
         vec![Seen {
             queue: "order".into(),
             attempt: 2,
@@ -836,7 +673,7 @@ async fn context_carries_the_delivery_and_publishes() {
             tenant: Some(FieldValue::from("acme")),
         }]
     );
-    let published = harness.published();
+    let published = s.harness.published();
     let sent: Vec<(&str, &str, &[u8])> = published
         .iter()
         .map(|p| {
@@ -862,15 +699,13 @@ async fn context_carries_the_delivery_and_publishes() {
 
 #[tokio::test]
 async fn context_of_a_bare_delivery() {
-    let probe = Probe::default();
-    let seen = probe.seen.clone();
-    let harness = TestHarness::new(probe);
+    let s = setup(|_| {});
     assert_eq!(
-        harness.deliver_json(&event("A-1", "charged")).await,
+        s.harness.deliver_json(&event("A-1", "charged")).await,
         Outcome::Ack
     );
     assert_eq!(
-        *seen.lock().unwrap(),
+        seen(&s),
         vec![Seen {
             queue: "order".into(),
             attempt: 1,
@@ -880,29 +715,27 @@ async fn context_of_a_bare_delivery() {
             tenant: None,
         }]
     );
-    assert_eq!(harness.published().len(), 1);
+    assert_eq!(s.harness.published().len(), 1);
     // A duplicate does not run the handler, so it publishes nothing.
     assert_eq!(
-        harness.deliver_json(&event("A-1", "charged")).await,
+        s.harness.deliver_json(&event("A-1", "charged")).await,
         Outcome::Duplicate
     );
-    assert_eq!(seen.lock().unwrap().len(), 1);
-    assert_eq!(harness.published().len(), 1);
+    assert_eq!(seen(&s).len(), 1);
+    assert_eq!(s.harness.published().len(), 1);
 }
 
 #[tokio::test]
 async fn renamed_queue_is_what_the_context_sees() {
-    let probe = Probe::default();
-    let seen = probe.seen.clone();
-    let mut spec = base_spec();
-    spec.rename_queue("order-renamed");
-    assert_eq!(spec.dlq, "dlq.order-renamed");
-    let harness = TestHarness::with_store(probe, spec, Arc::new(MemoryStore::new()));
+    let s = setup(|spec| {
+        spec.rename_queue("order-renamed");
+        assert_eq!(spec.dlq, "dlq.order-renamed");
+    });
     assert_eq!(
-        harness.deliver_json(&event("A-1", "charged")).await,
+        s.harness.deliver_json(&event("A-1", "charged")).await,
         Outcome::Ack
     );
-    assert_eq!(seen.lock().unwrap()[0].queue, "order-renamed");
+    assert_eq!(seen(&s)[0].queue, "order-renamed");
 }
 
 // ---------------------------------------------------------------------------

@@ -103,3 +103,55 @@ fn short_type_name<T>() -> &'static str {
     let base = full.split('<').next().unwrap_or(full);
     base.rsplit("::").next().unwrap_or(base)
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::decode_json;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Order {
+        order_id: String,
+        amount_cents: i64,
+        lines: Vec<u32>,
+    }
+
+    /// Text that looks like JSON often enough to reach serde's deeper paths.
+    fn jsonish() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            prop::collection::vec(any::<u8>(), 0..64),
+            r#"[\[\]{}":,0-9a-z_ .e+-]{0,64}"#.prop_map(String::into_bytes),
+            (".{0,12}", any::<i64>(), any::<u64>()).prop_map(|(id, a, big)| {
+                format!(r#"{{"order_id":{id:?},"amount_cents":{a},"lines":[{big},1],"amount_cents":{big}}}"#)
+                    .into_bytes()
+            }),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(10_000))]
+
+        #[test]
+        fn decoding_any_bytes_never_panics(body in jsonish()) {
+            match decode_json::<Order>(&body) {
+                Ok(o) => prop_assert!(o.order_id.len() <= body.len()),
+                Err(e) => prop_assert!(e.0.starts_with("cannot decode Order: "), "{}", e.0),
+            }
+            let _ = decode_json::<serde_json::Value>(&body);
+        }
+    }
+
+    #[test]
+    fn deep_nesting_is_a_decode_error_not_a_stack_overflow() {
+        let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+        let e = decode_json::<serde_json::Value>(deep.as_bytes())
+            .err()
+            .map(|e| e.0);
+        assert!(
+            e.as_deref().is_some_and(|e| e.contains("recursion limit")),
+            "{e:?}"
+        );
+    }
+}

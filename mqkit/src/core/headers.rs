@@ -313,3 +313,117 @@ mod tests {
         assert_eq!(FieldValue::LongString(vec![0xff]).as_i64(), None);
     }
 }
+
+/// Arbitrary header values and properties, for the property tests of every
+/// reader of untrusted input.
+#[cfg(test)]
+pub(crate) mod strategies {
+    use proptest::prelude::*;
+
+    use super::{FieldValue, Headers, Properties};
+
+    /// Names that mqkit reads, mixed with arbitrary ones.
+    fn name() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just(super::ATTEMPT.to_owned()),
+            Just(super::ATTEMPTS.to_owned()),
+            Just(super::ERROR.to_owned()),
+            Just(super::ERROR_KIND.to_owned()),
+            Just(super::ORIGINAL_QUEUE.to_owned()),
+            Just(super::FAILED_AT.to_owned()),
+            Just(super::BUSY_SINCE.to_owned()),
+            Just(super::BUSY_REQUEUES.to_owned()),
+            Just("x-mqkit-replays".to_owned()),
+            Just("x-death".to_owned()),
+            Just("queue".to_owned()),
+            Just("reason".to_owned()),
+            Just("time".to_owned()),
+            "[a-z-]{0,12}",
+        ]
+    }
+
+    fn leaf() -> impl Strategy<Value = FieldValue> {
+        prop_oneof![
+            any::<bool>().prop_map(FieldValue::Bool),
+            any::<i8>().prop_map(FieldValue::I8),
+            any::<u8>().prop_map(FieldValue::U8),
+            any::<i16>().prop_map(FieldValue::I16),
+            any::<u16>().prop_map(FieldValue::U16),
+            any::<i32>().prop_map(FieldValue::I32),
+            any::<u32>().prop_map(FieldValue::U32),
+            any::<i64>().prop_map(FieldValue::I64),
+            any::<f32>().prop_map(FieldValue::F32),
+            any::<f64>().prop_map(FieldValue::F64),
+            (any::<u8>(), any::<u32>())
+                .prop_map(|(scale, value)| FieldValue::Decimal { scale, value }),
+            ".{0,20}".prop_map(FieldValue::ShortString),
+            prop::collection::vec(any::<u8>(), 0..24).prop_map(FieldValue::LongString),
+            prop_oneof![
+                Just("expired"),
+                Just("rejected"),
+                Just("maxlen"),
+                Just("decode"),
+                Just("2026-11-26T01:47:06.091Z"),
+                Just("-3"),
+                Just("9223372036854775807"),
+            ]
+            .prop_map(FieldValue::from),
+            any::<u64>().prop_map(FieldValue::Timestamp),
+            prop::collection::vec(any::<u8>(), 0..8).prop_map(FieldValue::Bytes),
+            Just(FieldValue::Void),
+        ]
+    }
+
+    /// Any header value, nested up to a few levels in tables and arrays.
+    pub(crate) fn value() -> impl Strategy<Value = FieldValue> {
+        leaf().prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(FieldValue::Array),
+                prop::collection::vec((name(), inner), 0..4)
+                    .prop_map(|t| FieldValue::Table(t.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// Any header table.
+    pub(crate) fn headers() -> impl Strategy<Value = Headers> {
+        prop::collection::vec((name(), value()), 0..8).prop_map(|t| t.into_iter().collect())
+    }
+
+    /// Properties with arbitrary headers and ids.
+    pub(crate) fn properties() -> impl Strategy<Value = Properties> {
+        (
+            proptest::option::of(headers()),
+            proptest::option::of(".{0,40}"),
+            proptest::option::of(any::<u64>()),
+        )
+            .prop_map(|(headers, message_id, timestamp)| Properties {
+                headers,
+                message_id,
+                timestamp,
+                ..Properties::default()
+            })
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::strategies;
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(10_000))]
+
+        #[test]
+        fn header_readers_never_panic(p in strategies::properties(), v in strategies::value()) {
+            prop_assert!(p.attempt() >= 1);
+            prop_assert!(attempt_from(Some(&v)) >= 1);
+            let _ = (v.as_i64(), v.as_str(), v.to_text(), v.as_table(), v.as_array());
+            if let Some(n) = v.as_i64() && (1..=i64::from(u32::MAX)).contains(&n) {
+                prop_assert_eq!(i64::from(attempt_from(Some(&v))), n);
+            }
+        }
+    }
+}

@@ -38,6 +38,9 @@ const FAILURE_HEADERS: &[&str] = &[
     "x-last-death-exchange",
 ];
 
+/// 9999-12-31T23:59:59Z, the last second RFC 3339 can write.
+const LAST_RFC3339_SECOND: u64 = 253_402_300_799;
+
 /// Who dead-lettered a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Origin {
@@ -114,7 +117,11 @@ impl DeadLetter {
             .and_then(FieldValue::to_text)
             .and_then(|s| humantime::parse_rfc3339_weak(s.trim()).ok())
             .or_else(|| match death_field("time") {
-                Some(FieldValue::Timestamp(secs)) => Some(UNIX_EPOCH + Duration::from_secs(*secs)),
+                // RFC 3339 (and the archive's DATETIME) end at year 9999; a
+                // later (or overflowing) time from a foreign header is no time.
+                Some(FieldValue::Timestamp(secs)) if *secs <= LAST_RFC3339_SECOND => {
+                    UNIX_EPOCH.checked_add(Duration::from_secs(*secs))
+                }
                 _ => None,
             });
         DeadLetter {
@@ -346,6 +353,24 @@ mod tests {
     }
 
     #[test]
+    fn an_x_death_time_past_year_9999_is_no_time() {
+        let p = props(&[(
+            "x-death",
+            AMQPValue::FieldArray(FieldArray::from(vec![death("order", "expired", u64::MAX)])),
+        )]);
+        assert_eq!(DeadLetter::read(&p).failed_at, None);
+        let p = props(&[(
+            "x-death",
+            AMQPValue::FieldArray(FieldArray::from(vec![death(
+                "order",
+                "expired",
+                253_402_300_799,
+            )])),
+        )]);
+        assert!(DeadLetter::read(&p).failed_at.is_some());
+    }
+
+    #[test]
     fn falls_back_to_the_latest_x_death_entry() {
         let p = props(&[
             (
@@ -439,5 +464,68 @@ mod tests {
         assert_eq!(business_key(&spec, br#"{"id":"a"}"#), None);
         assert_eq!(business_key(&spec, b"not json"), None);
         assert_eq!(business_key(&spec, br#"{"id":{},"n":1}"#), None);
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::core::headers::strategies;
+
+    /// An `x-death` list shaped like RabbitMQ's, or not at all.
+    fn death() -> impl Strategy<Value = FieldValue> {
+        prop_oneof![
+            strategies::value(),
+            prop::collection::vec(strategies::value(), 0..3).prop_map(FieldValue::Array),
+            (
+                strategies::value(),
+                strategies::value(),
+                strategies::value()
+            )
+                .prop_map(|(q, r, t)| {
+                    let entry: Headers = [
+                        ("queue".to_owned(), q),
+                        ("reason".to_owned(), r),
+                        ("time".to_owned(), t),
+                    ]
+                    .into_iter()
+                    .collect();
+                    FieldValue::Array(vec![FieldValue::Table(entry)])
+                }),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(10_000))]
+
+        #[test]
+        fn reading_any_dead_letter_never_panics(mut p in strategies::properties(), d in death()) {
+            p.headers_mut().insert("x-death", d);
+            let letter = DeadLetter::read(&p);
+            prop_assert!(!letter.error_kind.is_empty());
+            let _ = headers_json(p.headers.as_ref());
+            #[cfg(feature = "cli")]
+            {
+                let _ = letter.failed_at_text();
+                let copy = replay_properties(&p);
+                prop_assert_eq!(DeadLetter::read(&copy).replays, letter.replays.saturating_add(1));
+                prop_assert!(copy.header(headers::ATTEMPT).is_none());
+            }
+        }
+    }
+
+    #[cfg(feature = "dlq")]
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(10_000))]
+
+        #[test]
+        fn business_keys_of_any_body_never_panic(body in prop::collection::vec(any::<u8>(), 0..64), id in ".{0,16}") {
+            let spec = ConsumerSpec::new("q").idempotency(&["id"]);
+            let _ = business_key(&spec, &body);
+            let json = serde_json::json!({ "id": id }).to_string();
+            prop_assert!(business_key(&spec, json.as_bytes()).is_some());
+        }
     }
 }

@@ -196,3 +196,27 @@ mod tests {
         assert_eq!(a.error_kind, "unknown");
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::core::headers::strategies;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(10_000))]
+
+        #[test]
+        fn rows_of_any_dead_letter_fit_their_columns(p in strategies::properties(), body in prop::collection::vec(any::<u8>(), 0..64)) {
+            let specs = HashMap::from([("order".to_owned(), ConsumerSpec::new("order").idempotency(&["id"]))]);
+            let (row, _) = Row::build("dlq.order", "order", &specs, &p, &body);
+            prop_assert!(row.original_queue.chars().count() <= 255);
+            prop_assert!(row.message_id.chars().count() <= 255 && !row.message_id.is_empty());
+            prop_assert!(row.error_kind.chars().count() <= 64);
+            prop_assert!(row.error_text.len() <= MAX_ERROR_TEXT);
+            prop_assert_eq!(row.failed_at.len(), "1970-01-01 00:00:00.000".len());
+            prop_assert!(serde_json::from_str::<serde_json::Value>(&row.headers).is_ok());
+        }
+    }
+}
