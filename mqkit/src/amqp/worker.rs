@@ -209,14 +209,7 @@ impl Worker {
                 let next = i64::from(attempt.saturating_add(1));
                 let props = with_headers(&received.properties, |h| {
                     h.insert(headers::ATTEMPT, next);
-                    // A wait for a busy key is over once the handler ran.
-                    for name in [
-                        headers::BUSY_REQUEUES,
-                        headers::BUSY_SINCE,
-                        headers::BUSY_REPORTED,
-                    ] {
-                        h.remove(name);
-                    }
+                    headers::end_busy_wait(h);
                 });
                 self.republish(delivery, delay, &props).await;
             }
@@ -255,6 +248,7 @@ impl Worker {
                     h.insert(headers::ATTEMPTS, i64::from(attempts));
                     h.insert(headers::ORIGINAL_QUEUE, queue);
                     h.insert(headers::FAILED_AT, failed_at);
+                    headers::end_busy_wait(h);
                 });
                 match self
                     .publisher

@@ -28,6 +28,14 @@ pub(crate) const BUSY_REQUEUES: &str = "x-mqkit-busy-requeues";
 pub(crate) const BUSY_SINCE: &str = "x-mqkit-busy-since";
 /// `x-mqkit-busy-reported`: set once the wait was reported as a stuck key.
 pub(crate) const BUSY_REPORTED: &str = "x-mqkit-busy-reported";
+/// Forgets a message's wait for a busy key (its handler ran, or it is
+/// dead-lettered), so a later wait is measured afresh.
+pub(crate) fn end_busy_wait(h: &mut Headers) {
+    for name in [BUSY_REQUEUES, BUSY_SINCE, BUSY_REPORTED] {
+        h.remove(name);
+    }
+}
+
 /// `x-mqkit-replays`: how often a dead letter was replayed to its queue.
 #[cfg(any(feature = "dlq", feature = "cli"))]
 pub(crate) const REPLAYS: &str = "x-mqkit-replays";

@@ -29,6 +29,9 @@ const FAILURE_HEADERS: &[&str] = &[
     headers::ATTEMPTS,
     headers::ORIGINAL_QUEUE,
     headers::FAILED_AT,
+    headers::BUSY_REQUEUES,
+    headers::BUSY_SINCE,
+    headers::BUSY_REPORTED,
     "x-death",
     "x-first-death-queue",
     "x-first-death-reason",
@@ -512,6 +515,8 @@ mod properties {
                 let copy = replay_properties(&p);
                 prop_assert_eq!(DeadLetter::read(&copy).replays, letter.replays.saturating_add(1));
                 prop_assert!(copy.header(headers::ATTEMPT).is_none());
+                prop_assert!(copy.header(headers::BUSY_SINCE).is_none());
+                prop_assert!(copy.header(headers::BUSY_REPORTED).is_none());
             }
         }
     }
