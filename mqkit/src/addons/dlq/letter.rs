@@ -86,7 +86,11 @@ impl DeadLetter {
         let headers = properties.headers.as_ref().unwrap_or(&empty);
         let get = |name: &str| headers.get(name);
         let death = latest_death(headers);
-        let mqkit_kind = get(headers::ERROR_KIND).and_then(FieldValue::to_text);
+        // An empty kind or reason says nothing: treated as absent.
+        let non_empty = |s: &String| !s.trim().is_empty();
+        let mqkit_kind = get(headers::ERROR_KIND)
+            .and_then(FieldValue::to_text)
+            .filter(non_empty);
         let origin = match (&mqkit_kind, &death) {
             (Some(_), _) => Origin::Mqkit,
             (None, Some(_)) => Origin::Broker,
@@ -94,7 +98,9 @@ impl DeadLetter {
         };
         let death_field = |name: &str| death.and_then(|d| d.get(name));
         let death_queue = death_field("queue").and_then(FieldValue::to_text);
-        let death_reason = death_field("reason").and_then(FieldValue::to_text);
+        let death_reason = death_field("reason")
+            .and_then(FieldValue::to_text)
+            .filter(non_empty);
         let (error_kind, error) = match (mqkit_kind, &death_reason) {
             (Some(kind), _) => (
                 kind,
