@@ -159,17 +159,27 @@ pub(crate) fn parse(attr: TokenStream, errors: &mut Errors) -> Args {
     args
 }
 
+/// The runtime's default `prefetch` (`ConsumerSpec::new`), needed here only
+/// to check a `concurrency` written without `prefetch`; the UI cases
+/// `concurrency_exceeds_default_prefetch` and `concurrency_up_to_default_prefetch`
+/// fail if the two drift apart.
+const DEFAULT_PREFETCH: u16 = 10;
+
 fn check_combinations(args: &Args, errors: &mut Errors) {
-    if let (Some(c), Some(p)) = (&args.concurrency, &args.prefetch)
-        && c.value > p.value
-    {
-        errors.push(syn::Error::new(
-            c.span,
-            format!(
-                "`concurrency` ({}) cannot exceed `prefetch` ({}): a consumer never holds more than `prefetch` unacked messages",
-                c.value, p.value
-            ),
-        ));
+    if let Some(c) = &args.concurrency {
+        let (prefetch, default_note) = match &args.prefetch {
+            Some(p) => (p.value, ""),
+            None => (DEFAULT_PREFETCH, ", its default; write `prefetch` too"),
+        };
+        if c.value > prefetch {
+            errors.push(syn::Error::new(
+                c.span,
+                format!(
+                    "`concurrency` ({}) cannot exceed `prefetch` ({prefetch}{default_note}): a consumer never holds more than `prefetch` unacked messages",
+                    c.value
+                ),
+            ));
+        }
     }
     if args.exchange.is_none() {
         for (arg, name) in [

@@ -170,6 +170,11 @@ impl ConsumerSpec {
         if self.concurrency == 0 {
             return fail("`concurrency` is 0; it must be at least 1");
         }
+        if self.concurrency > self.prefetch {
+            return fail(
+                "`concurrency` exceeds `prefetch`: a consumer never holds more than `prefetch` unacked messages",
+            );
+        }
         if self.retry_delay.is_zero() || self.timeout.is_zero() {
             return fail("`retry_delay` and `timeout` must be greater than zero");
         }
@@ -423,6 +428,24 @@ mod tests {
         assert_eq!(binding(&fanout), Some(("orders", "fanout", "order")));
         let explicit = topic.routing_key("order.#").exchange_type("direct");
         assert_eq!(binding(&explicit), Some(("orders", "direct", "order.#")));
+    }
+
+    #[test]
+    fn validate_refuses_more_handlers_than_prefetch() {
+        let spec = ConsumerSpec::new("order").concurrency(11);
+        let err = spec.validate().map_err(|e| e.to_string()).err();
+        assert!(
+            err.as_deref()
+                .is_some_and(|e| e.contains("`concurrency` exceeds `prefetch`")),
+            "{err:?}"
+        );
+        assert!(
+            ConsumerSpec::new("order")
+                .prefetch(20)
+                .concurrency(11)
+                .validate()
+                .is_ok()
+        );
     }
 
     #[test]
