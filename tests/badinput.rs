@@ -134,34 +134,6 @@ impl Drop for Service {
     }
 }
 
-/// Deletes the effect counters and start times the service recorded for
-/// `queue` in the shared Redis, even when the test fails.
-struct EffectKeys(String);
-
-impl Drop for EffectKeys {
-    fn drop(&mut self) {
-        let queue = self.0.clone();
-        let done = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let Ok(mut conn) = redis_connection().await else {
-                    return;
-                };
-                let mut keys = scan(&mut conn, &format!("effects:{queue}:*")).await;
-                keys.push(format!("starts:{queue}"));
-                let _ = redis::cmd("DEL")
-                    .arg(&keys)
-                    .query_async::<i64>(&mut conn)
-                    .await;
-            });
-        });
-        let _ = done.join();
-    }
-}
-
 async fn redis_connection() -> redis::RedisResult<redis::aio::MultiplexedConnection> {
     redis::Client::open(REDIS_URL)?
         .get_multiplexed_async_connection()
@@ -314,7 +286,6 @@ struct Case {
     broker: Broker,
     redis: redis::aio::MultiplexedConnection,
     _cleanup: Cleanup,
-    _effects: EffectKeys,
 }
 
 impl Case {
@@ -323,8 +294,10 @@ impl Case {
         let mut spec = ConsumerSpec::new(queue.clone());
         spec.idempotency = &["key"];
         spec.dlx = format!("{queue}.dlx").into();
-        let effects = EffectKeys(queue.clone());
-        let cleanup = Cleanup::specs(&[&spec]);
+        // The service's effect counters and start times go too.
+        let cleanup = Cleanup::specs(&[&spec])
+            .keys(&format!("effects:{queue}:*"))
+            .keys(&format!("starts:{queue}"));
         let broker = Broker::connect().await;
         let redis = redis_connection().await.expect("Redis on 127.0.0.1:6379");
         let service = Service::start(&queue);
@@ -347,7 +320,6 @@ impl Case {
             broker,
             redis,
             _cleanup: cleanup,
-            _effects: effects,
         }
     }
 

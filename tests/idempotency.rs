@@ -10,44 +10,24 @@ use std::time::{Duration, Instant};
 use deadpool_redis::redis;
 use mqkit::{DeadLetterKind, IdempotencyStore, Outcome, RedisStore};
 
+mod common;
 #[path = "../mqkit/tests/support/orders.rs"]
 mod orders;
 #[path = "../mqkit/tests/support/idempotency.rs"]
 mod scenarios;
 
+use common::Cleanup;
 use orders::{Orders, Shared, store_unavailable};
 use scenarios::{Backend, event, unique_queue};
 
-const REDIS_URL: &str = "redis://127.0.0.1:6379";
+use common::REDIS_URL;
 
 /// The test's queue on the shared Redis, with a pool for inspecting it.
 struct Redis {
     queue: String,
     pool: deadpool_redis::Pool,
-    _cleanup: RedisCleanup,
-}
-
-/// Deletes every key of the test's queue, also when the test fails.
-struct RedisCleanup {
-    pattern: String,
-}
-
-impl Drop for RedisCleanup {
-    fn drop(&mut self) {
-        let Ok(client) = redis::Client::open(REDIS_URL) else {
-            return;
-        };
-        let Ok(mut conn) = client.get_connection() else {
-            return;
-        };
-        let keys: Vec<String> = redis::cmd("KEYS")
-            .arg(&self.pattern)
-            .query(&mut conn)
-            .unwrap_or_default();
-        if !keys.is_empty() {
-            let _: Result<(), _> = redis::cmd("DEL").arg(&keys).query(&mut conn);
-        }
-    }
+    /// Deletes every key of the test's queue, also when the test fails.
+    _cleanup: Cleanup,
 }
 
 impl Redis {
@@ -63,9 +43,7 @@ impl Redis {
         let pong: String = redis::cmd("PING").query_async(&mut *conn).await.unwrap();
         assert_eq!(pong, "PONG");
         Redis {
-            _cleanup: RedisCleanup {
-                pattern: format!("mqkit:idem:{queue}:*"),
-            },
+            _cleanup: Cleanup::specs(&[]).keys(&format!("mqkit:idem:{queue}:*")),
             queue,
             pool,
         }

@@ -169,18 +169,29 @@ impl Broker {
 pub(crate) struct Cleanup {
     pub(crate) specs: Vec<ConsumerSpec>,
     pub(crate) queues: Vec<String>,
+    /// Redis key patterns (`SCAN MATCH`) to delete from the shared Redis.
+    pub(crate) keys: Vec<String>,
 }
 
 impl Cleanup {
+    /// Deletes what each spec declared and its idempotency keys.
     pub(crate) fn specs(specs: &[&ConsumerSpec]) -> Cleanup {
         Cleanup {
             specs: specs.iter().map(|s| (*s).clone()).collect(),
             queues: Vec::new(),
+            keys: Vec::new(),
         }
     }
 
+    /// Also deletes this queue.
     pub(crate) fn queue(mut self, queue: &str) -> Cleanup {
         self.queues.push(queue.to_owned());
+        self
+    }
+
+    /// Also deletes the shared Redis's keys matching `pattern`.
+    pub(crate) fn keys(mut self, pattern: &str) -> Cleanup {
+        self.keys.push(pattern.to_owned());
         self
     }
 }
@@ -189,32 +200,38 @@ impl Drop for Cleanup {
     fn drop(&mut self) {
         let specs = std::mem::take(&mut self.specs);
         let queues = std::mem::take(&mut self.queues);
+        let mut keys = std::mem::take(&mut self.keys);
+        keys.extend(specs.iter().map(|s| format!("mqkit:idem:{}:*", s.queue)));
         let done = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .unwrap();
             rt.block_on(async move {
-                let broker = Broker::connect().await;
-                for spec in &specs {
-                    broker.cleanup(spec).await;
-                    delete_idempotency_keys(&spec.queue).await;
+                if !specs.is_empty() || !queues.is_empty() {
+                    let broker = Broker::connect().await;
+                    for spec in &specs {
+                        broker.cleanup(spec).await;
+                    }
+                    for q in &queues {
+                        let _ = broker
+                            .channel
+                            .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+                            .await;
+                    }
+                    let _ = broker.connection.close(200, "OK".into()).await;
                 }
-                for q in &queues {
-                    let _ = broker
-                        .channel
-                        .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
-                        .await;
+                for pattern in &keys {
+                    delete_keys(pattern).await;
                 }
-                let _ = broker.connection.close(200, "OK".into()).await;
             });
         });
         let _ = done.join();
     }
 }
 
-/// Deletes the idempotency records a test left in the shared Redis.
-async fn delete_idempotency_keys(queue: &str) {
+/// Deletes the keys matching `pattern` that a test left in the shared Redis.
+async fn delete_keys(pattern: &str) {
     use deadpool_redis::redis;
     let Ok(client) = redis::Client::open(REDIS_URL) else {
         return;
@@ -222,13 +239,12 @@ async fn delete_idempotency_keys(queue: &str) {
     let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
         return;
     };
-    let pattern = format!("mqkit:idem:{queue}:*");
     let mut cursor = 0u64;
     loop {
         let Ok((next, keys)) = redis::cmd("SCAN")
             .arg(cursor)
             .arg("MATCH")
-            .arg(&pattern)
+            .arg(pattern)
             .arg("COUNT")
             .arg(1000)
             .query_async::<(u64, Vec<String>)>(&mut conn)
