@@ -63,9 +63,14 @@ pub(crate) enum SupervisorError {
     /// Declaring topology failed.
     #[error(transparent)]
     Topology(#[from] TopologyError),
-    /// The broker refused a consumer.
-    #[error(transparent)]
-    Consume(ConsumeError),
+    /// The broker refused a consumer at startup.
+    #[error("cannot start consuming queue `{queue}`: {source}")]
+    Consume {
+        /// The queue.
+        queue: String,
+        /// The broker's error.
+        source: lapin::Error,
+    },
 }
 
 /// Owns the connection lifecycle.
@@ -260,7 +265,9 @@ impl Supervisor {
                 Some(done) = consumers.join_next() => match done {
                     Ok(Ok(())) => {}
                     Ok(Err(ConsumeError::Lost(why))) => break SessionEnd::Lost(why),
-                    Ok(Err(refused)) => break SessionEnd::Fatal(SupervisorError::Consume(refused)),
+                    Ok(Err(ConsumeError::Refused { queue, source })) => {
+                        break SessionEnd::Fatal(SupervisorError::Consume { queue, source })
+                    }
                     Err(join) => break SessionEnd::Lost(format!("consumer task failed: {join}")),
                 },
             }

@@ -1,7 +1,6 @@
 //! [`Error`]: what [`run`](crate::run) and [`App`](crate::App) report.
 //! Every variant says what to check; URLs have their passwords masked.
 
-use crate::amqp::consume::ConsumeError;
 use crate::amqp::supervisor::SupervisorError;
 use crate::amqp::topology::TopologyError;
 use crate::core::handler::BoxError;
@@ -96,11 +95,10 @@ impl From<SupervisorError> for Error {
                 cause,
             },
             SupervisorError::Topology(e) => Error::Topology(e),
-            SupervisorError::Consume(ConsumeError::Refused { queue, source }) => Error::Consume {
+            SupervisorError::Consume { queue, source } => Error::Consume {
                 queue,
                 source: Box::new(source),
             },
-            SupervisorError::Consume(ConsumeError::Lost(why)) => Error::Supervisor(why),
         }
     }
 }
