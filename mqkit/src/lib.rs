@@ -61,10 +61,11 @@ pub mod testing;
 
 pub use crate::amqp::supervisor::ConnectionState;
 pub use crate::amqp::topology::TopologyError;
-pub use crate::app::builder::{App, Running, run};
+pub use crate::app::builder::{App, run};
 pub use crate::app::config::{Config, DEFAULT_AMQP_URL, DlqTuning};
 pub use crate::app::error::Error;
 pub use crate::app::registry::registered;
+pub use crate::app::running::Running;
 pub use crate::app::tools::declare_topology;
 pub use crate::core::consumer::{Consumer, DecodeError, Registration};
 pub use crate::core::context::Context;
@@ -75,9 +76,10 @@ pub use crate::core::idempotency::{
     BoxFuture, Claim, IdempotencyStore, KeyBuilder, MemoryStore, RedisStore, StoreError,
 };
 pub use crate::core::outcome::{DeadLetterKind, Outcome, RequeueReason};
-pub use crate::core::publish::{Outgoing, Publish, PublishError, Publisher};
+pub use crate::core::publish::{MessageBuilder, Outgoing, Publish, PublishError, Publisher};
 pub use crate::core::retry::MAX_RETRY_DELAY;
 pub use crate::core::spec::{ConsumerSpec, ExchangeBinding, QueueType, SpecError};
+pub use crate::core::state::{State, StateType};
 pub use mqkit_macros::consumer;
 
 /// The add-ons compiled into this build, as the app layer starts them: the
@@ -104,6 +106,7 @@ pub mod __private {
     pub use crate::core::handler::HandlerError;
     pub use crate::core::idempotency::KeyBuilder;
     pub use crate::core::spec::{ConsumerSpec, ExchangeBinding, QueueType};
+    pub use crate::core::state::{FromContext, StateType};
     pub use linkme;
     pub use serde::de::DeserializeOwned;
     pub use std::borrow::Cow;

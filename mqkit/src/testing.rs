@@ -24,6 +24,7 @@
 use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
+use tracing::Instrument as _;
 
 use crate::core::consumer::Consumer;
 use crate::core::headers::{self, FieldValue, Properties};
@@ -32,6 +33,7 @@ use crate::core::outcome::Outcome;
 use crate::core::pipeline::{Delivery, Deps, Pipeline};
 use crate::core::publish::{Outgoing, Publish, PublishError, Publisher};
 use crate::core::spec::ConsumerSpec;
+use crate::core::trace::record_outcome;
 
 /// A message published through the harness's recording publisher.
 #[derive(Debug, Clone, PartialEq)]
@@ -165,9 +167,24 @@ impl<C: Consumer> TestHarness<C> {
         let recorder = Arc::new(Recorder::default());
         let publisher = Publisher::new(recorder.clone());
         TestHarness {
-            pipeline: Pipeline::new(consumer, spec, Deps { store, publisher }),
+            pipeline: Pipeline::new(
+                consumer,
+                spec,
+                Deps {
+                    store,
+                    publisher,
+                    state: Arc::default(),
+                },
+            ),
             published: recorder,
         }
+    }
+
+    /// Gives handlers a shared value of type `T` (what a `State<T>`
+    /// parameter receives), as [`App::state`](crate::App::state) does.
+    pub fn state<T: Clone + Send + Sync + 'static>(mut self, value: T) -> Self {
+        Arc::make_mut(&mut self.pipeline.deps_mut().state).insert(value);
+        self
     }
 
     /// Delivers `value` as a JSON body on the first attempt.
@@ -185,9 +202,17 @@ impl<C: Consumer> TestHarness<C> {
         self.deliver(&TestDelivery::new(body)).await
     }
 
-    /// Delivers a prepared delivery.
+    /// Delivers a prepared delivery, inside the same `tracing` span a
+    /// real delivery runs in.
     pub async fn deliver(&self, delivery: &TestDelivery) -> Outcome {
-        self.pipeline.process(delivery).await
+        let span = self.pipeline.span(delivery);
+        let outcome = self
+            .pipeline
+            .process(delivery)
+            .instrument(span.clone())
+            .await;
+        record_outcome(&span, &outcome);
+        outcome
     }
 
     /// The spec in force.

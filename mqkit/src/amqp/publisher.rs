@@ -206,7 +206,13 @@ impl BrokerPublisher {
 
 impl Publish for BrokerPublisher {
     fn publish<'a>(&'a self, message: Outgoing<'a>) -> BoxFuture<'a, Result<(), PublishError>> {
-        Box::pin(self.send(message))
+        Box::pin(async move {
+            let started = std::time::Instant::now();
+            let result = self.send(message).await;
+            metrics::histogram!("mqkit_publish_duration_seconds")
+                .record(started.elapsed().as_secs_f64());
+            result
+        })
     }
 
     fn close(&self) -> BoxFuture<'_, ()> {

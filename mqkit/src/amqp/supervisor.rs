@@ -6,6 +6,7 @@
 //! Entry point: [`Supervisor`], driven by the app layer.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt as _;
@@ -36,6 +37,50 @@ pub enum ConnectionState {
     Reconnecting,
     /// Shut down.
     Closed,
+}
+
+impl ConnectionState {
+    /// The state as `/readyz` writes it: `connecting`, `connected`,
+    /// `reconnecting` or `closed`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ConnectionState::Connecting => "connecting",
+            ConnectionState::Connected => "connected",
+            ConnectionState::Reconnecting => "reconnecting",
+            ConnectionState::Closed => "closed",
+        }
+    }
+}
+
+/// Whether one consumer is consuming right now (for `/readyz`).
+#[derive(Debug)]
+pub(crate) struct ConsumerStatus {
+    queue: String,
+    consuming: AtomicBool,
+}
+
+impl ConsumerStatus {
+    /// A consumer of `queue`, not consuming yet.
+    pub(crate) fn new(queue: &str) -> Self {
+        ConsumerStatus {
+            queue: queue.to_owned(),
+            consuming: AtomicBool::new(false),
+        }
+    }
+
+    /// The consumer's queue.
+    pub(crate) fn queue(&self) -> &str {
+        &self.queue
+    }
+
+    /// Whether its `basic.consume` is in force.
+    pub(crate) fn is_consuming(&self) -> bool {
+        self.consuming.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_consuming(&self, consuming: bool) {
+        self.consuming.store(consuming, Ordering::Relaxed);
+    }
 }
 
 /// Work besides the consumers that runs on each session's connection (the
@@ -79,6 +124,8 @@ pub(crate) struct Supervisor {
     pub(crate) startup_timeout: Duration,
     pub(crate) shutdown_grace: Duration,
     pub(crate) pipelines: Vec<Arc<dyn ErasedPipeline>>,
+    /// One per pipeline, in the same order.
+    pub(crate) statuses: Vec<Arc<ConsumerStatus>>,
     pub(crate) extra: Vec<SessionTask>,
     pub(crate) publisher: Arc<BrokerPublisher>,
     pub(crate) state: watch::Sender<ConnectionState>,
@@ -97,6 +144,9 @@ impl Supervisor {
     /// consumer's topology, so that configuration errors surface from
     /// `start()` rather than in the background.
     pub(crate) async fn startup(&self) -> Result<Arc<Connection>, SupervisorError> {
+        // Both exist from the start on /metrics.
+        metrics::gauge!("mqkit_connected").set(0.0);
+        metrics::counter!("mqkit_reconnects_total").increment(0);
         let started = Instant::now();
         let mut backoff = reconnect_backoff();
         let connection = loop {
@@ -130,6 +180,13 @@ impl Supervisor {
         Ok(())
     }
 
+    /// Publishes a state change to readiness and to `mqkit_connected`.
+    fn set_state(&self, state: ConnectionState) {
+        let connected = state == ConnectionState::Connected;
+        metrics::gauge!("mqkit_connected").set(if connected { 1.0 } else { 0.0 });
+        self.state.send_replace(state);
+    }
+
     /// Runs sessions until shutdown, reconnecting forever in between.
     pub(crate) async fn run(self, first: Arc<Connection>) -> Result<(), SupervisorError> {
         let mut connection = first;
@@ -146,15 +203,15 @@ impl Supervisor {
             ever_ready |= ready_for.is_some();
             match end {
                 SessionEnd::Shutdown => {
-                    self.state.send_replace(ConnectionState::Closed);
+                    self.set_state(ConnectionState::Closed);
                     return Ok(());
                 }
                 SessionEnd::Fatal(e) => {
-                    self.state.send_replace(ConnectionState::Closed);
+                    self.set_state(ConnectionState::Closed);
                     return Err(e);
                 }
                 SessionEnd::Lost(why) => {
-                    self.state.send_replace(ConnectionState::Reconnecting);
+                    self.set_state(ConnectionState::Reconnecting);
                     self.publisher.detach().await;
                     // A session that dies young (e.g. the same delivery breaks
                     // it every time) makes the next wait longer.
@@ -166,7 +223,7 @@ impl Supervisor {
                     error!(reason = %why, sessions_that_died_young = flaps, wait = ?hold, "lost the RabbitMQ connection; reconnecting");
                     tokio::select! {
                         _ = self.shutdown.cancelled() => {
-                            self.state.send_replace(ConnectionState::Closed);
+                            self.set_state(ConnectionState::Closed);
                             return Ok(());
                         }
                         _ = tokio::time::sleep(hold) => {}
@@ -174,7 +231,7 @@ impl Supervisor {
                     match self.reconnect().await {
                         Some(c) => connection = c,
                         None => {
-                            self.state.send_replace(ConnectionState::Closed);
+                            self.set_state(ConnectionState::Closed);
                             return Ok(());
                         }
                     }
@@ -199,6 +256,7 @@ impl Supervisor {
                 Ok(c) => match self.declare_all(&c).await {
                     Ok(()) => {
                         info!(attempt, "reconnected to RabbitMQ and re-declared topology");
+                        metrics::counter!("mqkit_reconnects_total").increment(1);
                         self.publisher.attach(c.clone()).await;
                         return Some(c);
                     }
@@ -218,10 +276,11 @@ impl Supervisor {
         let stop = CancellationToken::new();
         let mut consumers = tokio::task::JoinSet::new();
         let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel(self.pipelines.len().max(1));
-        for p in &self.pipelines {
+        for (p, status) in self.pipelines.iter().zip(&self.statuses) {
             consumers.spawn(worker::run(
                 connection.clone(),
                 p.clone(),
+                status.clone(),
                 Publisher::new(self.publisher.clone()),
                 stop.clone(),
                 worker::Drain {
@@ -247,7 +306,7 @@ impl Supervisor {
                     starting -= 1;
                     if starting == 0 {
                         ready_at = Some(Instant::now());
-                        self.state.send_replace(ConnectionState::Connected);
+                        self.set_state(ConnectionState::Connected);
                     }
                 }
                 event = events.next() => match event {

@@ -12,17 +12,19 @@ use lapin::Connection;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions, BasicRejectOptions};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, info, warn};
+use tracing::{Instrument as _, debug, error, info, warn};
 
 use super::consume::{ConsumeError, Consumption, consume};
 use super::convert::properties_from;
+use super::supervisor::ConsumerStatus;
 use crate::core::headers::{self, FieldValue, Properties};
 use crate::core::outcome::{Outcome, RequeueReason};
-use crate::core::pipeline::{self, ErasedPipeline, unix_millis};
+use crate::core::pipeline::{self, ErasedPipeline, STUCK_AFTER_LOCK_TTLS, unix_millis};
 use crate::core::publish::Publisher;
 use crate::core::retry::delay_queue_name;
 use crate::core::spec::ConsumerSpec;
 use crate::core::text::truncate;
+use crate::core::trace::record_outcome;
 
 /// Error texts longer than this are cut in headers (frames have limits).
 const MAX_ERROR_HEADER: usize = 4096;
@@ -48,6 +50,7 @@ impl Drain {
 pub(crate) async fn run(
     connection: Arc<Connection>,
     pipeline: Arc<dyn ErasedPipeline>,
+    status: Arc<ConsumerStatus>,
     publisher: Publisher,
     stop: CancellationToken,
     drain: Drain,
@@ -66,12 +69,13 @@ pub(crate) async fn run(
         spec,
         publisher,
     });
-    consume(
+    let result = consume(
         &connection,
         &what,
         &stop,
         || drain.grace(),
         || {
+            status.set_consuming(true);
             let _ = ready.try_send(());
         },
         |delivery| {
@@ -79,7 +83,9 @@ pub(crate) async fn run(
             async move { worker.handle(delivery).await }
         },
     )
-    .await
+    .await;
+    status.set_consuming(false);
+    result
 }
 
 /// A lapin delivery with its properties converted once for the pipeline.
@@ -119,6 +125,24 @@ struct Counters {
     lost_ack: metrics::Counter,
     lost_nack: metrics::Counter,
     lost_reject: metrics::Counter,
+    in_flight: metrics::Gauge,
+}
+
+/// Counts a delivery in `mqkit_in_flight` until dropped (also when its
+/// task is abandoned at the end of a shutdown grace period).
+struct InFlight<'a>(&'a metrics::Gauge);
+
+impl<'a> InFlight<'a> {
+    fn enter(gauge: &'a metrics::Gauge) -> Self {
+        gauge.increment(1.0);
+        InFlight(gauge)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
 }
 
 impl Counters {
@@ -134,6 +158,7 @@ impl Counters {
             lost_ack: lost("ack"),
             lost_nack: lost("nack"),
             lost_reject: lost("reject"),
+            in_flight: metrics::gauge!("mqkit_in_flight", "queue" => queue.to_owned()),
         }
     }
 
@@ -150,52 +175,62 @@ impl Counters {
 
 impl Worker {
     async fn handle(&self, delivery: Delivery) {
+        let _in_flight = InFlight::enter(&self.counters.in_flight);
         let received = Received {
             properties: properties_from(&delivery.properties),
             delivery,
         };
-        let started = Instant::now();
-        let outcome = self.pipeline.process(&received).await;
-        let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        let message_id = received.properties.message_id.as_deref().unwrap_or("");
-        let attempt = received.properties.attempt();
-        let queue = self.spec.queue.as_ref();
+        let span = self.pipeline.span(&received);
+        async {
+            let started = Instant::now();
+            let outcome = self.pipeline.process(&received).await;
+            self.log(&outcome, started.elapsed());
+            self.counters.outcome(&outcome).increment(1);
+            self.apply(&received, outcome).await;
+        }
+        .instrument(span)
+        .await;
+    }
+
+    /// The one log line of a delivery's outcome (inside its span, which
+    /// carries queue, message id, correlation id, attempt and key), and the
+    /// outcome on the span.
+    fn log(&self, outcome: &Outcome, elapsed: Duration) {
+        let elapsed_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
         let name = outcome.name();
-        match &outcome {
-            Outcome::Ack => debug!(
-                queue,
-                message_id,
-                attempt,
-                outcome = name,
-                elapsed_ms,
-                "handled"
-            ),
+        record_outcome(&tracing::Span::current(), outcome);
+        match outcome {
+            Outcome::Ack => {
+                debug!(outcome = name, elapsed_ms, "handled");
+            }
             Outcome::Duplicate => {
                 info!(
-                    queue,
-                    message_id,
-                    attempt,
                     outcome = name,
                     elapsed_ms,
-                    "duplicate skipped"
-                )
+                    "duplicate: business key already handled; acked without calling the handler"
+                );
             }
             Outcome::Retry { delay, error, .. } => {
-                warn!(queue, message_id, attempt, outcome = name, elapsed_ms, retry_in = ?delay, error = %error, "handler failed; retrying later")
+                warn!(outcome = name, elapsed_ms, retry_in = ?delay, error = %error, "handler failed; retrying later");
+            }
+            Outcome::Requeue {
+                delay,
+                reason: reason @ RequeueReason::KeyStuck { .. },
+            } => {
+                error!(outcome = name, elapsed_ms, retry_in = ?delay, reason = %reason, lock_ttl = ?self.spec.lock_ttl(), "idempotency key has been busy for longer than {STUCK_AFTER_LOCK_TTLS} lock TTLs: a stuck lock or a handler that never ends? The message keeps waiting for it");
             }
             Outcome::Requeue { delay, reason } => {
-                info!(queue, message_id, attempt, outcome = name, elapsed_ms, retry_in = ?delay, reason = %reason, "requeued without counting an attempt")
+                info!(outcome = name, elapsed_ms, retry_in = ?delay, reason = %reason, "requeued without calling the handler or counting an attempt");
             }
             Outcome::DeadLetter {
                 kind,
                 error,
                 attempts,
             } => {
-                error!(queue, message_id, attempt, outcome = name, elapsed_ms, kind = %kind, attempts, error = %error, "dead-lettered")
+                metrics::counter!("mqkit_dead_letters_total", "queue" => self.spec.queue.to_string(), "kind" => kind.as_str()).increment(1);
+                error!(outcome = name, elapsed_ms, kind = %kind, attempts, error = %error, "dead-lettered");
             }
         }
-        self.counters.outcome(&outcome).increment(1);
-        self.apply(&received, outcome).await;
     }
 
     /// Turns an outcome into ack / publish-then-ack / reject.

@@ -1,28 +1,38 @@
 //! [`App`], the builder behind [`run`]: configuration, the idempotency
-//! store, which consumers to run, signal handling and graceful shutdown.
-//! [`Running`] is the handle of a started app (tests, embedding).
+//! store, shared state, which consumers to run, and the checks done before
+//! anything connects; [`App::start`] wires the layers together and returns
+//! a [`Running`] handle.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::warn;
 
-use super::addon;
 use super::config::{Config, split_urls};
 use super::error::Error;
 use super::registry::registered;
+use super::running::{HttpServer, Running};
+use super::{addon, http, logging, overrides, telemetry};
 use crate::amqp::publisher::BrokerPublisher;
-use crate::amqp::supervisor::{ConnectionState, Supervisor};
+use crate::amqp::supervisor::{ConnectionState, ConsumerStatus, Supervisor};
 use crate::core::consumer::Consumer;
 use crate::core::idempotency::{IdempotencyStore, MemoryStore, RedisStore};
 use crate::core::pipeline::{Deps, ErasedPipeline, Pipeline};
 use crate::core::publish::Publisher;
 use crate::core::spec::ConsumerSpec;
+use crate::core::state::{StateMap, StateType};
 
-type Build = Box<dyn FnOnce(&Deps) -> Arc<dyn ErasedPipeline> + Send>;
+type Build = Box<dyn FnOnce(ConsumerSpec, &Deps) -> Arc<dyn ErasedPipeline> + Send>;
+
+/// A consumer added to the app, not built yet.
+struct Planned {
+    /// The handler's name (for the missing-state error).
+    name: &'static str,
+    spec: ConsumerSpec,
+    needs: Vec<StateType>,
+    build: Build,
+}
 
 /// Builds and runs a service. [`run`] is `App::from_env()?.run()`.
 ///
@@ -35,6 +45,7 @@ type Build = Box<dyn FnOnce(&Deps) -> Arc<dyn ErasedPipeline> + Send>;
 /// mqkit::App::new()
 ///     .amqp_url("amqp://guest:guest@127.0.0.1:5672/%2f")
 ///     .redis_url("redis://127.0.0.1:6379")
+///     .http_addr("127.0.0.1:9464")
 ///     .consumer_with(on_order {}, |spec| spec.prefetch = 50)
 ///     .run()
 ///     .await
@@ -43,7 +54,8 @@ type Build = Box<dyn FnOnce(&Deps) -> Arc<dyn ErasedPipeline> + Send>;
 pub struct App {
     config: Config,
     store: Option<Arc<dyn IdempotencyStore>>,
-    consumers: Vec<(ConsumerSpec, Build)>,
+    state: StateMap,
+    consumers: Vec<Planned>,
 }
 
 impl std::fmt::Debug for App {
@@ -55,9 +67,10 @@ impl std::fmt::Debug for App {
                 &self
                     .consumers
                     .iter()
-                    .map(|(s, _)| s.queue.as_ref())
+                    .map(|c| c.spec.queue.as_ref())
                     .collect::<Vec<_>>(),
             )
+            .field("state", &self.state)
             .finish_non_exhaustive()
     }
 }
@@ -74,6 +87,7 @@ impl App {
         App {
             config: Config::default(),
             store: None,
+            state: StateMap::default(),
             consumers: Vec::new(),
         }
     }
@@ -125,14 +139,32 @@ impl App {
         self
     }
 
+    /// Serves `/livez`, `/healthz`, `/readyz` and `/metrics` on `addr`
+    /// (`MQKIT_HTTP_ADDR`), e.g. `"127.0.0.1:9464"` or `"0.0.0.0:9464"`.
+    pub fn http_addr(mut self, addr: &str) -> Self {
+        self.config.http_addr = Some(addr.to_owned());
+        self
+    }
+
+    /// Gives handlers a shared value of type `T` (a database pool, an HTTP
+    /// client, settings), which a `mqkit::State<T>` parameter receives;
+    /// call once per type. A consumer whose handler takes a state type that
+    /// was not given fails [`start`](Self::start) before anything connects.
+    pub fn state<T: Clone + Send + Sync + 'static>(mut self, value: T) -> Self {
+        self.state.insert(value);
+        self
+    }
+
     /// Adds every `#[consumer]` linked into this binary.
     pub fn registered(mut self) -> Self {
         for r in registered() {
             let build = r.build;
-            let spec = r.spec();
-            let for_build = spec.clone();
-            self.consumers
-                .push((spec, Box::new(move |deps: &Deps| build(for_build, deps))));
+            self.consumers.push(Planned {
+                name: r.name(),
+                spec: r.spec(),
+                needs: r.state_types(),
+                build: Box::new(build),
+            });
         }
         self
     }
@@ -151,52 +183,84 @@ impl App {
     ) -> Self {
         let mut spec = consumer.spec();
         adjust(&mut spec);
-        let for_build = spec.clone();
-        self.consumers.push((
+        self.consumers.push(Planned {
+            name: consumer.name(),
             spec,
-            Box::new(move |deps: &Deps| {
-                Arc::new(Pipeline::new(consumer, for_build, deps.clone()))
-                    as Arc<dyn ErasedPipeline>
+            needs: consumer.state_types(),
+            build: Box::new(move |spec, deps: &Deps| {
+                Arc::new(Pipeline::new(consumer, spec, deps.clone())) as Arc<dyn ErasedPipeline>
             }),
-        ));
+        });
         self
     }
 
     /// Starts the service and runs it until SIGINT or SIGTERM, then shuts
-    /// down gracefully. A second signal exits the process at once.
+    /// down gracefully. A second signal exits the process at once. Installs
+    /// the default log output first unless the application set its own
+    /// `tracing` subscriber (see [`run`]).
     pub async fn run(self) -> Result<(), Error> {
-        let running = self.start().await?;
-        let shutdown = running.shutdown.clone();
-        let signals = tokio::spawn(async move {
-            wait_for_signal().await;
-            info!("shutdown signal received; stopping consumers and draining in-flight handlers");
-            shutdown.cancel();
-            wait_for_signal().await;
-            warn!("second shutdown signal; exiting now");
-            std::process::exit(130);
-        });
-        let result = running.wait().await;
-        signals.abort();
+        self.run_until(std::future::pending()).await
+    }
+
+    /// [`App::run`] that also shuts down gracefully when `shutdown`
+    /// completes (for services that embed mqkit beside their own server).
+    /// SIGINT and SIGTERM still work.
+    ///
+    /// ```no_run
+    /// # #[derive(serde::Deserialize)] struct OrderEvent { order_id: String }
+    /// # #[mqkit::consumer(queue = "order")]
+    /// # async fn on_order(evt: OrderEvent) -> Result<(), mqkit::HandlerError> { Ok(()) }
+    /// # async fn f() -> Result<(), mqkit::Error> {
+    /// let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    /// # drop(stop);
+    /// mqkit::App::from_env()?
+    ///     .run_until(async { let _ = stopped.await; })
+    ///     .await
+    /// # }
+    /// ```
+    pub async fn run_until(
+        self,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> Result<(), Error> {
+        logging::init_default();
+        let result = self.start().await?.until(shutdown).await;
+        logging::flush();
         result
     }
 
-    /// Connects (within the startup timeout), declares every consumer's
-    /// topology and starts consuming in the background.
-    pub async fn start(self) -> Result<Running, Error> {
+    /// Checks everything that needs no network (settings, overrides, state,
+    /// the HTTP address), then connects (within the startup timeout),
+    /// declares every consumer's topology and starts consuming in the
+    /// background. The [`Running`] handle does not watch signals until
+    /// [`Running::until_signal`] or [`Running::until`] is called.
+    pub async fn start(mut self) -> Result<Running, Error> {
         if self.consumers.is_empty() {
             return Err(Error::NoConsumers);
         }
+        let mut specs: Vec<ConsumerSpec> = self.consumers.iter().map(|c| c.spec.clone()).collect();
+        overrides::apply(&self.config.consumer_overrides, &mut specs)?;
         let mut queues: Vec<&str> = Vec::new();
-        for (spec, _) in &self.consumers {
+        for (planned, spec) in self.consumers.iter_mut().zip(&specs) {
             spec.validate()?;
             if queues.contains(&spec.queue.as_ref()) {
                 return Err(Error::DuplicateQueue(spec.queue.to_string()));
             }
             queues.push(spec.queue.as_ref());
+            if let Some(missing) = planned.needs.iter().find(|t| !self.state.contains(**t)) {
+                return Err(Error::MissingState {
+                    handler: planned.name.to_owned(),
+                    type_name: missing.name(),
+                });
+            }
+            planned.spec = spec.clone();
         }
         // Add-on settings (dead letters) fail startup before anything connects.
-        let specs: Vec<ConsumerSpec> = self.consumers.iter().map(|(s, _)| s.clone()).collect();
         let addons = addon::prepare(&self.config, &specs)?;
+        let http = match &self.config.http_addr {
+            Some(addr) => Some(http::bind(addr).await?),
+            None => None,
+        };
+        let metrics = http.as_ref().map(|_| telemetry::prometheus());
         let store = match (self.store, &self.config.redis_url) {
             (Some(store), _) => store,
             (None, Some(url)) => {
@@ -218,14 +282,32 @@ impl App {
         let deps = Deps {
             store,
             publisher: publisher.clone(),
+            state: Arc::new(self.state),
         };
+        let statuses: Vec<Arc<ConsumerStatus>> = specs
+            .iter()
+            .map(|s| Arc::new(ConsumerStatus::new(&s.queue)))
+            .collect();
         let pipelines = self
             .consumers
             .into_iter()
-            .map(|(_, build)| build(&deps))
+            .map(|c| (c.build)(c.spec, &deps))
             .collect();
         let (state, state_rx) = watch::channel(ConnectionState::Connecting);
-        let shutdown = CancellationToken::new();
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        // Probes answer from now on: /livez at once, /readyz 503 until every
+        // consumer is consuming.
+        let http = http.map(|listener| {
+            HttpServer::spawn(http::serve(
+                listener,
+                http::Probe {
+                    connection: state_rx.clone(),
+                    consumers: statuses.clone(),
+                    shutdown: shutdown.clone(),
+                    metrics: metrics.flatten(),
+                },
+            ))
+        });
         // Add-ons' session tasks (the archiver's DLQ consumers) run on the
         // service's connection; their background work runs beside the
         // supervisor.
@@ -242,6 +324,7 @@ impl App {
             startup_timeout: self.config.startup_timeout,
             shutdown_grace: self.config.shutdown_grace,
             pipelines,
+            statuses,
             extra,
             publisher: broker,
             state,
@@ -267,84 +350,7 @@ impl App {
                 };
             }
         }
-        Ok(Running {
-            shutdown,
-            task,
-            publisher,
-            state: state_rx,
-        })
-    }
-}
-
-/// A started app.
-#[derive(Debug)]
-pub struct Running {
-    shutdown: CancellationToken,
-    task: JoinHandle<Result<(), Error>>,
-    publisher: Publisher,
-    state: watch::Receiver<ConnectionState>,
-}
-
-impl Running {
-    /// The process's publisher (confirm-mode channel).
-    pub fn publisher(&self) -> &Publisher {
-        &self.publisher
-    }
-
-    /// The connection state right now.
-    pub fn state(&self) -> ConnectionState {
-        *self.state.borrow()
-    }
-
-    /// A receiver that sees every connection state change (for readiness).
-    pub fn watch_state(&self) -> watch::Receiver<ConnectionState> {
-        self.state.clone()
-    }
-
-    /// Whether the broker connection is up and consumers are running.
-    pub fn is_ready(&self) -> bool {
-        self.state() == ConnectionState::Connected
-    }
-
-    /// A token that shuts the app down when cancelled.
-    pub fn shutdown_token(&self) -> CancellationToken {
-        self.shutdown.clone()
-    }
-
-    /// Requests a graceful shutdown and waits for it.
-    pub async fn shutdown(self) -> Result<(), Error> {
-        self.shutdown.cancel();
-        self.wait().await
-    }
-
-    /// Waits until the app stops (after a shutdown request, or a fatal error).
-    pub async fn wait(self) -> Result<(), Error> {
-        match self.task.await {
-            Ok(result) => result,
-            Err(e) => Err(Error::Supervisor(e.to_string())),
-        }
-    }
-}
-
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+        Ok(Running::new(shutdown, task, publisher, state_rx, http))
     }
 }
 
@@ -357,6 +363,11 @@ async fn wait_for_signal() {
 ///     mqkit::run().await
 /// }
 /// ```
+///
+/// Unless the application already set a `tracing` subscriber, this installs
+/// one that writes to stderr, filtered by `RUST_LOG` (default `info`),
+/// without colours when stderr is not a terminal.
 pub async fn run() -> Result<(), Error> {
+    logging::init_default();
     App::from_env()?.run().await
 }

@@ -1,6 +1,7 @@
 //! [`Config`]: the process-wide settings, from the environment
 //! (`MQKIT_*`, see ARCHITECTURE.md "Configuration") or set on [`App`](crate::App).
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::error::Error;
@@ -34,6 +35,13 @@ pub struct Config {
     pub dlq_alert_webhook: Option<String>,
     /// Timings of the archiver and its alerts (not read from the environment).
     pub dlq_tuning: DlqTuning,
+    /// Where `/livez`, `/healthz`, `/readyz` and `/metrics` are served
+    /// (`MQKIT_HTTP_ADDR`, e.g. `127.0.0.1:9464`); `None` = no HTTP server.
+    pub http_addr: Option<String>,
+    /// Per-consumer overrides (`MQKIT_CONSUMER_<QUEUE>_PREFETCH`,
+    /// `_CONCURRENCY`, `_MAX_RETRIES`, `_TIMEOUT`), by variable name, as
+    /// found in the environment; applied and checked when the app starts.
+    pub consumer_overrides: BTreeMap<String, String>,
 }
 
 /// Timings of the dead-letter archiver and its alerts. The defaults suit
@@ -78,6 +86,8 @@ impl std::fmt::Debug for Config {
                 &self.dlq_alert_webhook.as_deref().map(mask_secrets),
             )
             .field("dlq_tuning", &self.dlq_tuning)
+            .field("http_addr", &self.http_addr)
+            .field("consumer_overrides", &self.consumer_overrides)
             .finish()
     }
 }
@@ -94,21 +104,46 @@ impl Default for Config {
             dlq_archive_url: None,
             dlq_alert_webhook: None,
             dlq_tuning: DlqTuning::default(),
+            http_addr: None,
+            consumer_overrides: BTreeMap::new(),
         }
     }
 }
 
 impl Config {
     /// Reads `MQKIT_AMQP_URL`, `MQKIT_REDIS_URL`, `MQKIT_HEARTBEAT_SECS`,
-    /// `MQKIT_SHUTDOWN_GRACE_SECS`, `MQKIT_DLQ_ARCHIVE_URL` and
-    /// `MQKIT_DLQ_ALERT_WEBHOOK`; unset variables keep their defaults.
+    /// `MQKIT_SHUTDOWN_GRACE_SECS`, `MQKIT_HTTP_ADDR`,
+    /// `MQKIT_DLQ_ARCHIVE_URL`, `MQKIT_DLQ_ALERT_WEBHOOK` and every
+    /// `MQKIT_CONSUMER_*` override; unset variables keep their defaults.
     pub fn from_env() -> Result<Self, Error> {
-        Self::from_lookup(|name| std::env::var(name).ok())
+        // Variables whose name or value is not Unicode are none of ours.
+        Self::from_vars(
+            std::env::vars_os()
+                .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))),
+        )
     }
 
-    /// [`Config::from_env`] over any lookup function (for tests).
+    /// [`Config::from_env`] over a list of variables (for tests).
+    pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> Result<Self, Error> {
+        let vars: BTreeMap<String, String> = vars
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("MQKIT_"))
+            .collect();
+        let mut config = Self::from_lookup(|name| vars.get(name).cloned())?;
+        config.consumer_overrides = vars
+            .into_iter()
+            .filter(|(k, _)| k.starts_with(CONSUMER_PREFIX))
+            .collect();
+        Ok(config)
+    }
+
+    /// [`Config::from_env`] over any lookup function (for tests), without
+    /// the `MQKIT_CONSUMER_*` overrides (a lookup cannot list them).
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, Error> {
-        let mut config = Config::default();
+        let mut config = Config {
+            http_addr: get("MQKIT_HTTP_ADDR").filter(|s| !s.trim().is_empty()),
+            ..Config::default()
+        };
         if let Some(urls) = get("MQKIT_AMQP_URL").filter(|s| !s.trim().is_empty()) {
             config.amqp_urls = split_urls(&urls);
         }
@@ -139,6 +174,9 @@ impl Config {
         }
     }
 }
+
+/// Every per-consumer override variable starts with this.
+pub(crate) const CONSUMER_PREFIX: &str = "MQKIT_CONSUMER_";
 
 /// Splits a comma-separated URL list, dropping empty entries.
 pub(crate) fn split_urls(urls: &str) -> Vec<String> {

@@ -43,6 +43,26 @@ pub enum Error {
     /// Nothing to consume.
     #[error("no consumers: add #[mqkit::consumer] functions to this binary, or App::consumer")]
     NoConsumers,
+    /// A handler takes `State<T>` but the app was given no `T`.
+    #[error(
+        "handler `{handler}` takes `mqkit::State<{type_name}>` but no value of type `{type_name}` was given: add `.state(value)` to the App (mqkit::App::from_env()?.state(value).run()), or to the TestHarness in tests"
+    )]
+    MissingState {
+        /// The handler function.
+        handler: String,
+        /// The missing type.
+        type_name: &'static str,
+    },
+    /// `MQKIT_HTTP_ADDR` cannot be listened on.
+    #[error(
+        "cannot serve the probes on MQKIT_HTTP_ADDR={addr}: {source}. Check that no other process (another instance of this service?) listens on that port and that the address is one of this machine's, e.g. 0.0.0.0:9464 or 127.0.0.1:9464"
+    )]
+    HttpAddr {
+        /// The address as configured.
+        addr: String,
+        /// Why listening failed.
+        source: std::io::Error,
+    },
     /// Two consumers use the same queue.
     #[error("two consumers use queue `{0}`: each queue has exactly one handler")]
     DuplicateQueue(String),

@@ -13,6 +13,7 @@ use super::handler::HandlerError;
 use super::idempotency::KeyBuilder;
 use super::pipeline::{Deps, ErasedPipeline, Pipeline};
 use super::spec::ConsumerSpec;
+use super::state::StateType;
 
 /// One message handler: what `#[mqkit::consumer]` implements for an async fn.
 ///
@@ -23,6 +24,19 @@ pub trait Consumer: Send + Sync + 'static {
 
     /// The consumer's arguments.
     fn spec(&self) -> ConsumerSpec;
+
+    /// The handler's name, for startup errors and logs. The macro writes
+    /// the function's name.
+    fn name(&self) -> &'static str {
+        std::any::type_name::<Self>()
+    }
+
+    /// The shared state types the handler takes (one per `State<T>`
+    /// parameter); startup fails, before connecting, when the app was not
+    /// given one of them.
+    fn state_types(&self) -> Vec<StateType> {
+        Vec::new()
+    }
 
     /// Decodes a delivery body. The macro emits a call of
     /// [`decode_json`](super::decode::decode_json).
@@ -55,6 +69,8 @@ pub struct Registration {
     name: &'static str,
     /// The consumer's spec as the attribute wrote it.
     spec: fn() -> ConsumerSpec,
+    /// The state types its handler takes.
+    state_types: fn() -> Vec<StateType>,
     /// Builds the consumer's pipeline from a (possibly adjusted) spec.
     pub(crate) build: fn(ConsumerSpec, &Deps) -> Arc<dyn ErasedPipeline>,
 }
@@ -70,14 +86,24 @@ impl Registration {
         (self.spec)()
     }
 
+    /// The state types its handler takes.
+    pub fn state_types(&self) -> Vec<StateType> {
+        (self.state_types)()
+    }
+
     /// The registration of consumer type `C`.
     pub const fn of<C: Consumer + Default>(name: &'static str) -> Self {
         Registration {
             name,
             spec: spec_of::<C>,
+            state_types: state_types_of::<C>,
             build: build_of::<C>,
         }
     }
+}
+
+fn state_types_of<C: Consumer + Default>() -> Vec<StateType> {
+    C::default().state_types()
 }
 
 fn spec_of<C: Consumer + Default>() -> ConsumerSpec {

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use super::headers::{FieldValue, Headers, Properties};
 use super::publish::Publisher;
+use super::state::StateMap;
 
 /// The delivery around a message, for handlers that take a second argument:
 /// `async fn f(msg: T, ctx: mqkit::Context)`.
@@ -14,6 +15,7 @@ pub struct Context {
     redelivered: bool,
     attempt: u32,
     publisher: Publisher,
+    state: Arc<StateMap>,
 }
 
 impl Context {
@@ -31,7 +33,21 @@ impl Context {
             redelivered,
             attempt,
             publisher,
+            state: Arc::default(),
         }
+    }
+
+    /// The same context with the app's shared state.
+    pub(crate) fn with_state(mut self, state: Arc<StateMap>) -> Self {
+        self.state = state;
+        self
+    }
+
+    /// A clone of the shared state of type `T` given to the app with
+    /// [`App::state`](crate::App::state) (what a `State<T>` parameter
+    /// receives), if there is one.
+    pub fn state<T: Clone + Send + Sync + 'static>(&self) -> Option<T> {
+        self.state.get::<T>()
     }
 
     /// The work queue the message came from.

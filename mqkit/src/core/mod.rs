@@ -7,7 +7,10 @@
 //! - [`retry`]: the back-off schedule and delay-queue names.
 //! - [`headers`]: properties, headers, `x-mqkit-*` names and readers.
 //! - [`decode`], [`idempotency`], [`pipeline`]: decode → claim → handler → outcome.
-//! - [`publish`], [`context`]: the publishing trait and what a handler sees.
+//! - [`publish`], [`context`], [`state`]: the publishing trait, what a
+//!   handler sees, and the shared state it asks for by type.
+//! - [`trace`]: the span of a delivery and what follow-ups inherit
+//!   (correlation id, W3C trace context).
 //! - [`mask`], [`text`], [`backoff`]: secrets out of texts; bounded texts;
 //!   the one back-off builder.
 
@@ -24,4 +27,6 @@ pub(crate) mod pipeline;
 pub(crate) mod publish;
 pub(crate) mod retry;
 pub(crate) mod spec;
+pub(crate) mod state;
 pub(crate) mod text;
+pub(crate) mod trace;

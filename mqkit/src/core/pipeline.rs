@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::FutureExt as _;
-use tracing::{error, info, warn};
+use tracing::{error, warn};
 
 use super::consumer::Consumer;
 use super::context::Context;
@@ -23,7 +23,9 @@ use super::outcome::{DeadLetterKind, Outcome, RequeueReason};
 use super::publish::Publisher;
 use super::retry::delay_for;
 use super::spec::ConsumerSpec;
+use super::state::StateMap;
 use super::text::truncate;
+use super::trace::{Lineage, delivery_span};
 
 /// A delivered message as the pipeline sees it.
 pub(crate) trait Delivery: Sync {
@@ -43,6 +45,8 @@ pub(crate) struct Deps {
     pub store: Arc<dyn IdempotencyStore>,
     /// Handed to handlers through [`Context`].
     pub publisher: Publisher,
+    /// What `State<T>` parameters receive.
+    pub state: Arc<StateMap>,
 }
 
 impl fmt::Debug for Deps {
@@ -59,6 +63,10 @@ pub(crate) struct Pipeline<C> {
     spec: ConsumerSpec,
     queue: Arc<str>,
     deps: Deps,
+    /// `mqkit_handler_duration_seconds{queue}`, registered once.
+    handler_seconds: metrics::Histogram,
+    /// `mqkit_stuck_keys_total{queue}`.
+    stuck_keys: metrics::Counter,
 }
 
 impl<C> fmt::Debug for Pipeline<C> {
@@ -73,13 +81,21 @@ impl<C: Consumer> Pipeline<C> {
     /// A pipeline running `consumer` under `spec` (which may differ from
     /// `consumer.spec()`, e.g. a renamed queue in tests).
     pub(crate) fn new(consumer: C, spec: ConsumerSpec, deps: Deps) -> Self {
-        let queue = Arc::from(spec.queue.as_ref());
+        let queue: Arc<str> = Arc::from(spec.queue.as_ref());
+        let label = queue.to_string();
         Pipeline {
             consumer,
+            handler_seconds: metrics::histogram!("mqkit_handler_duration_seconds", "queue" => label.clone()),
+            stuck_keys: metrics::counter!("mqkit_stuck_keys_total", "queue" => label),
             spec,
             queue,
             deps,
         }
+    }
+
+    /// The span a delivery is processed in (see [`delivery_span`]).
+    pub(crate) fn span<D: Delivery + ?Sized>(&self, delivery: &D) -> tracing::Span {
+        delivery_span(&self.queue, delivery.properties())
     }
 
     /// The spec this pipeline runs under.
@@ -87,8 +103,14 @@ impl<C: Consumer> Pipeline<C> {
         &self.spec
     }
 
+    /// What the pipeline was given (the test harness adds state).
+    pub(crate) fn deps_mut(&mut self) -> &mut Deps {
+        &mut self.deps
+    }
+
     /// Turns one delivery into an [`Outcome`]. Never panics because of the
-    /// message or the handler.
+    /// message or the handler. Logs nothing about the outcome (the caller
+    /// writes the one line per outcome); run it inside [`Pipeline::span`].
     pub(crate) async fn process<D: Delivery + ?Sized>(&self, delivery: &D) -> Outcome {
         let spec = &self.spec;
         let properties = delivery.properties();
@@ -98,7 +120,6 @@ impl<C: Consumer> Pipeline<C> {
         let msg = match self.consumer.decode(delivery.body()) {
             Ok(msg) => msg,
             Err(e) => {
-                error!(queue = %spec.queue, message_id, error = %e, "decode failed; dead-lettering");
                 return Outcome::DeadLetter {
                     kind: DeadLetterKind::Decode,
                     error: e.0,
@@ -116,16 +137,13 @@ impl<C: Consumer> Pipeline<C> {
         };
         let store = &*self.deps.store;
         if let Some(key) = &key {
+            tracing::Span::current().record("key", key.as_str());
             match store.claim(key, spec.lock_ttl()).await {
                 Ok(Claim::Acquired) => {}
-                Ok(Claim::Done) => {
-                    info!(queue = %spec.queue, message_id, key = %key, "duplicate: business key already handled; acking without calling the handler");
-                    return Outcome::Duplicate;
-                }
-                Ok(Claim::Busy) => return self.busy(key, properties, message_id),
+                Ok(Claim::Done) => return Outcome::Duplicate,
+                Ok(Claim::Busy) => return self.busy(properties),
                 Ok(Claim::Foreign { value }) => {
                     let error = foreign_record(key, &value);
-                    error!(queue = %spec.queue, message_id, key = %key, error = %error, "idempotency record holds a value mqkit never writes; dead-lettering without touching it");
                     return Outcome::DeadLetter {
                         kind: DeadLetterKind::Rejected,
                         error,
@@ -133,7 +151,6 @@ impl<C: Consumer> Pipeline<C> {
                     };
                 }
                 Err(e) => {
-                    warn!(queue = %spec.queue, message_id, error = %e, "idempotency store unavailable; requeueing without calling the handler");
                     return Outcome::Requeue {
                         delay: spec.retry_delay,
                         reason: RequeueReason::StoreUnavailable(e.message().to_owned()),
@@ -147,10 +164,14 @@ impl<C: Consumer> Pipeline<C> {
             properties.clone(),
             delivery.redelivered(),
             attempt,
-            self.deps.publisher.clone(),
-        );
+            self.deps.publisher.with_lineage(Lineage::of(properties)),
+        )
+        .with_state(self.deps.state.clone());
         let run = AssertUnwindSafe(self.consumer.handle(msg, ctx)).catch_unwind();
-        let (error, kind_if_last) = match tokio::time::timeout(spec.timeout, run).await {
+        let started = std::time::Instant::now();
+        let result = tokio::time::timeout(spec.timeout, run).await;
+        self.handler_seconds.record(started.elapsed().as_secs_f64());
+        let (error, kind_if_last) = match result {
             Ok(Ok(Ok(()))) => {
                 if let Some(key) = &key
                     && let Err(e) = store.complete(key, spec.idempotency_ttl).await
@@ -203,8 +224,9 @@ impl<C: Consumer> Pipeline<C> {
     /// A requeue for a key held elsewhere. The AMQP layer counts these on the
     /// message (`x-mqkit-busy-requeues`, `x-mqkit-busy-since`); once the same
     /// message has waited longer than [`STUCK_AFTER_LOCK_TTLS`] lock TTLs,
-    /// that is reported once, at ERROR and in `mqkit_stuck_keys_total`.
-    fn busy(&self, key: &str, properties: &Properties, message_id: &str) -> Outcome {
+    /// that is reported once: [`RequeueReason::KeyStuck`] (logged at ERROR
+    /// by the caller) and `mqkit_stuck_keys_total`.
+    fn busy(&self, properties: &Properties) -> Outcome {
         let spec = &self.spec;
         let requeue = |reason| Outcome::Requeue {
             delay: spec.retry_delay,
@@ -220,13 +242,7 @@ impl<C: Consumer> Pipeline<C> {
             Some(busy_for)
                 if busy_for > limit && properties.header(headers::BUSY_REPORTED).is_none() =>
             {
-                let requeues = properties
-                    .header(headers::BUSY_REQUEUES)
-                    .and_then(FieldValue::as_i64)
-                    .unwrap_or(0);
-                error!(queue = %spec.queue, message_id, key, busy_for = ?busy_for, requeues, lock_ttl = ?spec.lock_ttl(), "idempotency key has been busy for longer than {STUCK_AFTER_LOCK_TTLS} lock TTLs: a stuck lock or a handler that never ends? The message keeps waiting for it");
-                metrics::counter!("mqkit_stuck_keys_total", "queue" => spec.queue.to_string())
-                    .increment(1);
+                self.stuck_keys.increment(1);
                 requeue(RequeueReason::KeyStuck { busy_for })
             }
             _ => requeue(RequeueReason::KeyBusy),
@@ -281,6 +297,8 @@ fn panic_text(panic: &(dyn Any + Send)) -> &str {
 pub(crate) trait ErasedPipeline: Send + Sync + 'static {
     /// The spec this pipeline runs under.
     fn spec(&self) -> &ConsumerSpec;
+    /// [`Pipeline::span`].
+    fn span(&self, delivery: &dyn Delivery) -> tracing::Span;
     /// [`Pipeline::process`], boxed.
     fn process<'a>(&'a self, delivery: &'a dyn Delivery) -> BoxFuture<'a, Outcome>;
 }
@@ -288,6 +306,10 @@ pub(crate) trait ErasedPipeline: Send + Sync + 'static {
 impl<C: Consumer> ErasedPipeline for Pipeline<C> {
     fn spec(&self) -> &ConsumerSpec {
         &self.spec
+    }
+
+    fn span(&self, delivery: &dyn Delivery) -> tracing::Span {
+        Pipeline::span(self, delivery)
     }
 
     fn process<'a>(&'a self, delivery: &'a dyn Delivery) -> BoxFuture<'a, Outcome> {

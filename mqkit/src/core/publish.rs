@@ -10,8 +10,9 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::handler::BoxError;
-use super::headers::Properties;
+use super::headers::{FieldValue, Properties};
 use super::idempotency::BoxFuture;
+use super::trace::Lineage;
 
 /// One message to publish.
 #[derive(Debug, Clone, Copy)]
@@ -41,19 +42,27 @@ pub trait Publish: Send + Sync + 'static {
     }
 }
 
-/// Publishes JSON messages: persistent, with publisher confirms, `mandatory`
-/// so that an unroutable message is an error rather than silently dropped.
+/// Publishes messages: persistent, with publisher confirms, `mandatory` so
+/// that an unroutable message is an error rather than silently dropped.
 ///
-/// Cheap to clone. A handler gets one from [`Context::publisher`](crate::Context::publisher).
+/// Cheap to clone. A handler gets one from
+/// [`Context::publisher`](crate::Context::publisher); what it publishes with
+/// [`publish_json`](Self::publish_json) or [`message`](Self::message)
+/// carries the delivery's correlation id (its `correlation_id`, else its
+/// `message_id`) and W3C trace context (`traceparent`, `tracestate`) unless
+/// the message sets its own.
 #[derive(Clone)]
 pub struct Publisher {
     inner: Option<Arc<dyn Publish>>,
+    /// What follow-ups inherit, for a handler's publisher.
+    lineage: Option<Arc<Lineage>>,
 }
 
 impl fmt::Debug for Publisher {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Publisher")
             .field("connected", &self.inner.is_some())
+            .field("lineage", &self.lineage)
             .finish()
     }
 }
@@ -122,36 +131,68 @@ impl Publisher {
     pub fn new(target: Arc<dyn Publish>) -> Self {
         Publisher {
             inner: Some(target),
+            lineage: None,
         }
     }
 
     /// A publisher with no broker; every publish fails with
     /// [`PublishError::NotConnected`].
     pub fn disconnected() -> Self {
-        Publisher { inner: None }
+        Publisher {
+            inner: None,
+            lineage: None,
+        }
+    }
+
+    /// The same target, for a handler of a delivery with this lineage.
+    pub(crate) fn with_lineage(&self, lineage: Lineage) -> Self {
+        Publisher {
+            inner: self.inner.clone(),
+            lineage: Some(Arc::new(lineage)),
+        }
     }
 
     /// Publishes `message` as JSON (content type `application/json`, a new
     /// message id) to `exchange` with `routing_key`, and waits for the
-    /// broker's confirm.
+    /// broker's confirm. [`Publisher::message`] sets more.
     pub async fn publish_json<T: Serialize + ?Sized>(
         &self,
         exchange: &str,
         routing_key: &str,
         message: &T,
     ) -> Result<(), PublishError> {
-        let body = serde_json::to_vec(message).map_err(|source| PublishError::Serialize {
+        self.message(exchange, routing_key)
+            .json(message)
+            .send()
+            .await
+    }
+
+    /// A message to `exchange` with `routing_key`, to fill in and
+    /// [`send`](MessageBuilder::send):
+    ///
+    /// ```no_run
+    /// # async fn f(publisher: &mqkit::Publisher) -> Result<(), mqkit::PublishError> {
+    /// # #[derive(serde::Serialize)] struct Charged { order_id: String }
+    /// publisher
+    ///     .message("billing", "order.charged")
+    ///     .json(&Charged { order_id: "A-1".into() })
+    ///     .message_id("charge-A-1")
+    ///     .header("x-tenant", "acme")
+    ///     .expiration(std::time::Duration::from_secs(60))
+    ///     .priority(5)
+    ///     .send()
+    ///     .await
+    /// # }
+    /// ```
+    pub fn message<'p>(&'p self, exchange: &str, routing_key: &str) -> MessageBuilder<'p> {
+        MessageBuilder {
+            publisher: self,
             exchange: exchange.to_owned(),
             routing_key: routing_key.to_owned(),
-            source,
-        })?;
-        let properties = Properties {
-            content_type: Some("application/json".to_owned()),
-            message_id: Some(uuid::Uuid::new_v4().to_string()),
-            ..Properties::default()
-        };
-        self.publish_raw(exchange, routing_key, &body, &properties, true)
-            .await
+            body: Ok(Vec::new()),
+            properties: Properties::default(),
+            mandatory: true,
+        }
     }
 
     /// Closes what this publisher holds: for one from
@@ -184,6 +225,118 @@ impl Publisher {
                 properties,
                 mandatory,
             })
+            .await
+    }
+}
+
+/// A message being built by [`Publisher::message`]. Unless set: a new
+/// message id (UUID v4), the delivery's correlation id and trace context
+/// (from a handler's publisher), persistent, `mandatory`.
+#[must_use = "a message is published only by .send().await"]
+pub struct MessageBuilder<'p> {
+    publisher: &'p Publisher,
+    exchange: String,
+    routing_key: String,
+    body: Result<Vec<u8>, serde_json::Error>,
+    properties: Properties,
+    mandatory: bool,
+}
+
+impl fmt::Debug for MessageBuilder<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MessageBuilder")
+            .field("exchange", &self.exchange)
+            .field("routing_key", &self.routing_key)
+            .field("properties", &self.properties)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MessageBuilder<'_> {
+    /// The body: `value` as JSON, content type `application/json` (unless
+    /// set). A value that does not serialize fails [`send`](Self::send).
+    pub fn json<T: Serialize + ?Sized>(mut self, value: &T) -> Self {
+        self.body = serde_json::to_vec(value);
+        self.properties
+            .content_type
+            .get_or_insert_with(|| "application/json".to_owned());
+        self
+    }
+
+    /// The body as bytes (set the content type with
+    /// [`content_type`](Self::content_type)).
+    pub fn body(mut self, body: impl Into<Vec<u8>>) -> Self {
+        self.body = Ok(body.into());
+        self
+    }
+
+    /// The `message_id` property (default: a new UUID v4).
+    pub fn message_id(mut self, id: impl Into<String>) -> Self {
+        self.properties.message_id = Some(id.into());
+        self
+    }
+
+    /// The `correlation_id` property (default: the delivery's).
+    pub fn correlation_id(mut self, id: impl Into<String>) -> Self {
+        self.properties.correlation_id = Some(id.into());
+        self
+    }
+
+    /// One header.
+    pub fn header(mut self, name: &str, value: impl Into<FieldValue>) -> Self {
+        self.properties.headers_mut().insert(name, value);
+        self
+    }
+
+    /// The per-message TTL (`expiration`, whole milliseconds): the broker
+    /// drops or dead-letters the message if it waits longer in a queue.
+    pub fn expiration(mut self, ttl: Duration) -> Self {
+        self.properties.expiration = Some(ttl.as_millis().to_string());
+        self
+    }
+
+    /// The priority (0 to 9 for priority queues; higher values are capped
+    /// by the broker).
+    pub fn priority(mut self, priority: u8) -> Self {
+        self.properties.priority = Some(priority);
+        self
+    }
+
+    /// The content type.
+    pub fn content_type(mut self, content_type: impl Into<String>) -> Self {
+        self.properties.content_type = Some(content_type.into());
+        self
+    }
+
+    /// Whether an unroutable message is an error (default `true`).
+    pub fn mandatory(mut self, mandatory: bool) -> Self {
+        self.mandatory = mandatory;
+        self
+    }
+
+    /// Publishes the message and waits for the broker's confirm.
+    pub async fn send(self) -> Result<(), PublishError> {
+        let MessageBuilder {
+            publisher,
+            exchange,
+            routing_key,
+            body,
+            mut properties,
+            mandatory,
+        } = self;
+        let body = body.map_err(|source| PublishError::Serialize {
+            exchange: exchange.clone(),
+            routing_key: routing_key.clone(),
+            source,
+        })?;
+        properties
+            .message_id
+            .get_or_insert_with(|| uuid::Uuid::new_v4().to_string());
+        if let Some(lineage) = &publisher.lineage {
+            lineage.stamp(&mut properties);
+        }
+        publisher
+            .publish_raw(&exchange, &routing_key, &body, &properties, mandatory)
             .await
     }
 }
