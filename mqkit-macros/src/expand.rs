@@ -1,7 +1,8 @@
 //! Step 3: emit the user's fn unchanged, a companion type named like it,
 //! its `mqkit::Consumer` implementation (spec as `ConsumerSpec::new` plus
-//! one setter per argument written, JSON decode, key function, handler
-//! call) and its registration. No behaviour lives here, and no defaults:
+//! one setter per argument written, the handler's name and state types,
+//! JSON decode, key function, handler call with each `State<S>` taken from
+//! the context) and its registration. No behaviour lives here, and no defaults:
 //! those are the runtime's. On any error, `fallback` emits instead.
 
 use std::time::Duration;
@@ -10,12 +11,12 @@ use proc_macro2::{Span, TokenStream};
 use quote::{ToTokens, format_ident, quote, quote_spanned};
 use syn::ext::IdentExt;
 use syn::spanned::Spanned;
-use syn::{Ident, Item};
+use syn::{Ident, Item, Type};
 
 use crate::args::{self, Arg, Args};
 use crate::errors::Errors;
 use crate::fallback;
-use crate::validate::{self, Handler};
+use crate::validate::{self, Handler, Param};
 
 /// The whole macro on token streams (so tests can call it without a compiler).
 pub(crate) fn consumer(attr: TokenStream, item: TokenStream) -> TokenStream {
@@ -94,18 +95,53 @@ fn expand(args: &Args, handler: &Handler<'_>) -> TokenStream {
         quote_spanned!(span=> #key_param.push(&#msg_param.#field);)
     });
     // The handler's arguments carry the user's spans, so that a message type
-    // that is not Send, or a `Context` that is not mqkit's, is reported in
-    // the signature (mixed-site idents would add "in this macro expansion").
+    // that is not Send, a `Context` that is not mqkit's, or a `State<S>` that
+    // is not mqkit's or whose `S` is not `Clone + Send + Sync + 'static`, is
+    // reported in the signature (mixed-site idents would add "in this macro
+    // expansion"). Their names differ only in span, so they are one binding.
     let body = Ident::new("__mqkit_body", Span::call_site());
     let err_local = Ident::new("__mqkit_error", Span::call_site());
     let msg_local = Ident::new("__mqkit_msg", msg.span());
-    let ctx_local = Ident::new(
-        "__mqkit_ctx",
-        handler.context.map_or_else(Span::call_site, Spanned::span),
-    );
-    let call = match handler.context {
-        Some(_) => quote!(#name(#msg_local, #ctx_local)),
-        None => quote!({ ::core::mem::drop(#ctx_local); #name(#msg_local) }),
+    let context_span = handler.params.iter().find_map(|p| match p {
+        Param::Context(ty) => Some(ty.span()),
+        Param::State(_) => None,
+    });
+    let ctx_local = Ident::new("__mqkit_ctx", context_span.unwrap_or_else(Span::call_site));
+    let state_types: Vec<&Type> = handler
+        .params
+        .iter()
+        .filter_map(|p| match p {
+            Param::State(ty) => Some(*ty),
+            Param::Context(_) => None,
+        })
+        .collect();
+    let state_type_calls = state_types
+        .iter()
+        .map(|ty| quote_spanned!(ty.span()=> <#ty as #private::FromContext>::state_type()));
+    // Each state is taken from the context before the call moves it in.
+    let mut extractions = Vec::new();
+    let mut call_args = vec![msg_local.clone()];
+    for param in &handler.params {
+        match param {
+            Param::Context(_) => call_args.push(ctx_local.clone()),
+            Param::State(ty) => {
+                let local = Ident::new(&format!("__mqkit_state_{}", extractions.len()), ty.span());
+                let from_context = quote_spanned!(ty.span()=>
+                    <#ty as #private::FromContext>::from_context(&#ctx_local)
+                );
+                extractions.push(quote! {
+                    let #local = match #from_context {
+                        ::core::result::Result::Ok(__mqkit_state) => __mqkit_state,
+                        ::core::result::Result::Err(#err_local) => return ::core::result::Result::Err(#err_local),
+                    };
+                });
+                call_args.push(local);
+            }
+        }
+    }
+    let call = match context_span {
+        Some(_) => quote!(#name(#(#call_args),*)),
+        None => quote!({ ::core::mem::drop(#ctx_local); #name(#(#call_args),*) }),
     };
     let into_error = quote_spanned!(err.span()=>
         #private::into_handler_error::<#err>(#err_local)
@@ -123,7 +159,10 @@ fn expand(args: &Args, handler: &Handler<'_>) -> TokenStream {
             ::core::result::Result::Err(#err_local) => ::core::result::Result::Err(#into_error),
         }
     };
-    let handle_future = quote_spanned!(async_span=> async move { #handle_body });
+    let handle_future = quote_spanned!(async_span=> async move {
+        #(#extractions)*
+        #handle_body
+    });
 
     quote! {
         #func
@@ -142,6 +181,14 @@ fn expand(args: &Args, handler: &Handler<'_>) -> TokenStream {
 
                 fn spec(&self) -> #private::ConsumerSpec {
                     #spec
+                }
+
+                fn name(&self) -> &'static str {
+                    #name_str
+                }
+
+                fn state_types(&self) -> ::std::vec::Vec<#private::StateType> {
+                    ::std::vec::Vec::from([#(#state_type_calls),*])
                 }
 
                 fn decode(&self, #body: &[u8]) -> ::core::result::Result<#msg, #private::DecodeError> {

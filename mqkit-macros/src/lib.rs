@@ -21,10 +21,19 @@
 //!                  [, queue_type = "classic"]       // classic | quorum
 //!                  [, crate = "mqkit"]              // path to mqkit: a renamed dependency or a facade
 //!                  )]
-//! async fn name(msg: T) -> Result<(), E>
-//! async fn name(msg: T, ctx: mqkit::Context) -> Result<(), E>
+//! async fn name(msg: T [, <param>]*) -> Result<(), E>
 //! // T: serde::de::DeserializeOwned + Send + 'static; E: Into<mqkit::HandlerError>
+//! // <param>, any number, in any order after the message, each taken by value:
+//! //   ctx: mqkit::Context                    // the delivery; at most once
+//! //   mqkit::State(s): mqkit::State<S>       // a value given to the app with
+//! //                                          // `.state(value)`; once per S,
+//! //                                          // S: Clone + Send + Sync + 'static
 //! ```
+//!
+//! Parameters are recognised by the last segment of their type (`Context`,
+//! `State<S>`), so `use mqkit::{Context, State};` works; they may be
+//! patterns (`mqkit::State(deps): mqkit::State<Deps>`). `mqkit::Tx` is
+//! refused for now: transactional handlers are not supported yet.
 //!
 //! Durations are strings with a unit: `"250ms"`, `"5s"`, `"2m"`, `"24h"`.
 //! `crate` is a string holding a path (`"mq"`, `"my_facade::mqkit"`,
@@ -57,16 +66,35 @@
 //!         // The runtime's defaults, then one setter per argument written.
 //!         ConsumerSpec::new("order").idempotency(&["order_id", "event_type"])
 //!     }
+//!     fn name(&self) -> &'static str { "on_order" }
+//!     fn state_types(&self) -> Vec<StateType> {
+//!         vec![]   // one `<State<S> as FromContext>::state_type()` per State parameter
+//!     }
 //!     fn decode(&self, body: &[u8]) -> Result<OrderEvent, DecodeError> { decode_json(body) }
 //!     fn idempotency_key(&self, msg: &OrderEvent, key: &mut KeyBuilder) {
 //!         key.push(&msg.order_id);   // spanned on the attribute: a missing
 //!         key.push(&msg.event_type); // field is a compile error there
 //!     }
 //!     fn handle(&self, msg: OrderEvent, ctx: Context) -> impl Future<…> {
-//!         async move { on_order(msg).await.map_err(Into::into) }
+//!         async move { drop(ctx); on_order(msg).await.map_err(Into::into) }
 //!     }
 //! }
 //! // plus a linkme registration so `mqkit::run()` finds it.
+//! ```
+//!
+//! A handler `async fn on_order(evt: OrderEvent, mqkit::State(deps): mqkit::State<Deps>,
+//! ctx: mqkit::Context)` lists `State<Deps>` in `state_types`, and its
+//! `handle` takes each state from the context first, then calls the
+//! function with the arguments in the order declared:
+//!
+//! ```ignore
+//! async move {
+//!     let state_0 = match <mqkit::State<Deps> as FromContext>::from_context(&ctx) {
+//!         Ok(state) => state,
+//!         Err(e) => return Err(e),   // no such state given to the app
+//!     };
+//!     on_order(msg, state_0, ctx).await.map_err(Into::into)
+//! }
 //! ```
 //!
 //! Setters are emitted in a fixed order (`dlx`, `dlq`, `idempotency`,

@@ -64,6 +64,64 @@ fn context_form() {
 }
 
 #[test]
+fn state_form() {
+    // States are taken from the context before it is moved into the call;
+    // the arguments keep the declared order.
+    insta::assert_snapshot!(expand(
+        quote!(queue = "order"),
+        quote! {
+            async fn on_order(
+                evt: OrderEvent,
+                mqkit::State(deps): mqkit::State<Deps>,
+                ctx: mqkit::Context,
+                State(clock): State<Clock>,
+            ) -> Result<(), mqkit::HandlerError> {
+                Ok(())
+            }
+        },
+    ));
+}
+
+#[test]
+fn state_without_context_drops_it_after_taking_the_states() {
+    let out = expand(
+        quote!(queue = "order"),
+        quote! {
+            async fn on_order(evt: OrderEvent, s: mqkit::State<Deps>) -> Result<(), mqkit::HandlerError> { Ok(()) }
+        },
+    );
+    let take = out.find("from_context(&__mqkit_ctx)");
+    let drop = out.find("::core::mem::drop(__mqkit_ctx)");
+    assert!(matches!((take, drop), (Some(t), Some(d)) if t < d), "{out}");
+    assert!(
+        out.contains("on_order(__mqkit_msg, __mqkit_state_0)"),
+        "{out}"
+    );
+}
+
+#[test]
+fn bad_parameters_are_all_reported() {
+    let out = expand(
+        quote!(queue = "order"),
+        quote! {
+            async fn on_order(
+                evt: OrderEvent,
+                a: mqkit::Context,
+                b: mqkit::State<Deps>,
+                c: mqkit::Context,
+                d: mqkit::State<Deps>,
+                e: &mqkit::Context,
+                f: mqkit::Tx,
+                g: Pool,
+            ) -> Result<(), mqkit::HandlerError> { Ok(()) }
+        },
+    );
+    // Second Context, second State<Deps>, by reference, Tx, not a parameter.
+    assert_eq!(out.matches("compile_error!").count(), 5, "{out}");
+    assert!(!out.contains("REGISTRATION"), "{out}");
+}
+
+#[test]
 fn renamed_crate() {
     let out = expand(
         quote!(crate = "mq", queue = "order", idempotency = "order_id"),

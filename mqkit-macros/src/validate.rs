@@ -1,14 +1,20 @@
-//! Step 2: check the annotated item against the handler forms
-//! `async fn f(msg: T) -> Result<(), E>` and
-//! `async fn f(msg: T, ctx: mqkit::Context) -> Result<(), E>` (saying what
-//! was found when it is no fn at all), and check the arguments against each
-//! other (`queue` present). Produces a [`Handler`] describing what `expand`
-//! needs.
+//! Step 2: check the annotated item against the handler form
+//! `async fn f(msg: T, <params>) -> Result<(), E>`, where the parameters
+//! after the message are any of `mqkit::Context` (at most once) and
+//! `mqkit::State<S>` (once per `S`), in any order (saying what was found
+//! when it is no fn at all), and check the arguments against each other
+//! (`queue` present). Parameters are told apart by the last segment of
+//! their type as written: a macro cannot resolve paths, so a type that only
+//! looks like mqkit's is caught by the compiler, on the user's type.
+//! Produces a [`Handler`] describing what `expand` needs.
 
 use proc_macro2::{Span, TokenStream};
 use quote::{ToTokens, quote};
 use syn::ext::IdentExt;
-use syn::{FnArg, GenericArgument, Ident, Item, ItemFn, PathArguments, ReturnType, Type};
+use syn::{
+    FnArg, GenericArgument, Ident, Item, ItemFn, PathArguments, PathSegment, ReturnType, Type,
+    TypeReference,
+};
 
 use crate::args::Args;
 use crate::errors::Errors;
@@ -18,13 +24,29 @@ pub(crate) struct Handler<'a> {
     pub(crate) func: &'a ItemFn,
     /// `T` of the message parameter.
     pub(crate) message: &'a Type,
-    /// The `Context` type of the second parameter, when there is one.
-    pub(crate) context: Option<&'a Type>,
+    /// The parameters after the message, in the order declared.
+    pub(crate) params: Vec<Param<'a>>,
     /// `E` of `Result<(), E>`.
     pub(crate) error: &'a Type,
 }
 
-const FORMS: &str = "expected `async fn name(msg: T) -> Result<(), E>` or `async fn name(msg: T, ctx: mqkit::Context) -> Result<(), E>`";
+/// A parameter after the message, with its type as written (where errors
+/// about it point).
+pub(crate) enum Param<'a> {
+    /// `mqkit::Context`: the delivery's context, moved in.
+    Context(&'a Type),
+    /// `mqkit::State<S>`: filled through `FromContext`.
+    State(&'a Type),
+}
+
+const FORMS: &str = "expected `async fn name(msg: T) -> Result<(), E>`, optionally with `ctx: mqkit::Context` and `mqkit::State(s): mqkit::State<S>` parameters after the message, in any order";
+
+const METHOD: &str =
+    "a consumer handler is a free function, not a method; take the message as the first parameter";
+
+const TX: &str = "transactional handlers (`mqkit::Tx`) are not supported yet by this version of mqkit; remove the `Tx` parameter";
+
+const OTHER_PARAM: &str = "handler parameters after the message must be `ctx: mqkit::Context` or `mqkit::State(s): mqkit::State<S>`, in any order; to share a value such as a database pool, give it to the app with `.state(value)` and take it as `mqkit::State<S>`";
 
 /// Checks `func`, reporting every problem to `errors`; returns the
 /// handler's parts when they could be found.
@@ -85,7 +107,7 @@ pub(crate) fn handler<'a>(
 
     let inputs: Vec<&FnArg> = sig.inputs.iter().collect();
     let mut message = None;
-    let mut context = None;
+    let mut params = Vec::new();
     match inputs.as_slice() {
         [] => fail(
             errors,
@@ -99,15 +121,7 @@ pub(crate) fn handler<'a>(
         }
         [first, rest @ ..] => {
             message = message_type(first, errors);
-            if let Some(second) = rest.first() {
-                context = context_param(second, errors);
-            }
-            for extra in rest.iter().skip(1) {
-                errors.push(syn::Error::new_spanned(
-                    extra,
-                    format!("too many parameters; {FORMS}"),
-                ));
-            }
+            params = extra_params(rest, errors);
         }
     }
 
@@ -116,7 +130,7 @@ pub(crate) fn handler<'a>(
     Some(Handler {
         func,
         message: message?,
-        context,
+        params,
         error,
     })
 }
@@ -124,10 +138,7 @@ pub(crate) fn handler<'a>(
 fn message_type<'a>(arg: &'a FnArg, errors: &mut Errors) -> Option<&'a Type> {
     match arg {
         FnArg::Receiver(r) => {
-            errors.push(syn::Error::new_spanned(
-                r,
-                "a consumer handler is a free function, not a method; take the message as the first parameter",
-            ));
+            errors.push(syn::Error::new_spanned(r, METHOD));
             None
         }
         FnArg::Typed(pt) => match &*pt.ty {
@@ -150,31 +161,105 @@ fn message_type<'a>(arg: &'a FnArg, errors: &mut Errors) -> Option<&'a Type> {
     }
 }
 
-fn context_param<'a>(arg: &'a FnArg, errors: &mut Errors) -> Option<&'a Type> {
-    let FnArg::Typed(pt) = arg else {
-        errors.push(syn::Error::new_spanned(
-            arg,
-            "the second parameter must be `ctx: mqkit::Context`",
-        ));
-        return None;
-    };
-    let is_context = match &*pt.ty {
-        Type::Path(p) => {
-            p.qself.is_none()
-                && p.path
-                    .segments
-                    .last()
-                    .is_some_and(|s| s.ident == "Context" && s.arguments.is_none())
+/// What a parameter after the message is, by the last segment of its type.
+/// A new kind of parameter is one more variant here and one more arm in
+/// [`extra_params`].
+enum Kind<'a> {
+    /// `Context`, without generic arguments.
+    Context,
+    /// `State<S>` with one type argument: `S`.
+    State(&'a Type),
+    /// `Tx` or `Tx<Db>`: not supported yet.
+    Tx,
+    /// `&Context`, `&mut State<S>`, …: what is behind the reference.
+    Reference(&'a TypeReference, Box<Kind<'a>>),
+    Other,
+}
+
+fn classify(ty: &Type) -> Kind<'_> {
+    match ty {
+        // Types passed through `macro_rules!` arrive wrapped in a group.
+        Type::Group(g) => classify(&g.elem),
+        Type::Paren(p) => classify(&p.elem),
+        Type::Reference(r) => Kind::Reference(r, Box::new(classify(&r.elem))),
+        Type::Path(p) if p.qself.is_none() => {
+            p.path.segments.last().map_or(Kind::Other, classify_segment)
         }
-        _ => false,
-    };
-    if !is_context {
-        errors.push(syn::Error::new_spanned(
-            &pt.ty,
-            "the second parameter must be `mqkit::Context` (taken by value)",
-        ));
+        _ => Kind::Other,
     }
-    is_context.then_some(&*pt.ty)
+}
+
+fn classify_segment(last: &PathSegment) -> Kind<'_> {
+    match (last.ident.to_string().as_str(), &last.arguments) {
+        ("Context", PathArguments::None) => Kind::Context,
+        ("Tx", _) => Kind::Tx,
+        ("State", PathArguments::AngleBracketed(generic)) => {
+            let mut args = generic.args.iter();
+            match (args.next(), args.next()) {
+                (Some(GenericArgument::Type(state)), None) => Kind::State(state),
+                _ => Kind::Other,
+            }
+        }
+        _ => Kind::Other,
+    }
+}
+
+/// The parameters after the message; an error on each one that is not a
+/// handler parameter, is a second `Context` or a second `State` of a type.
+fn extra_params<'a>(rest: &[&'a FnArg], errors: &mut Errors) -> Vec<Param<'a>> {
+    let mut params = Vec::new();
+    let mut context_seen = false;
+    // `S` of each `State<S>` so far, as token text: `Deps` and `crate::Deps`
+    // look different here, but the same spelling twice is surely a slip.
+    let mut states_seen: Vec<String> = Vec::new();
+    for arg in rest {
+        let ty = match arg {
+            FnArg::Typed(pt) => &*pt.ty,
+            // syn refuses a receiver that is not first; kept for safety.
+            FnArg::Receiver(r) => {
+                errors.push(syn::Error::new_spanned(r, METHOD));
+                continue;
+            }
+        };
+        match classify(ty) {
+            Kind::Context if context_seen => errors.push(syn::Error::new_spanned(
+                ty,
+                "a second `mqkit::Context` parameter; take the context once",
+            )),
+            Kind::Context => {
+                context_seen = true;
+                params.push(Param::Context(ty));
+            }
+            Kind::State(state) => {
+                let key = state.to_token_stream().to_string();
+                if states_seen.contains(&key) {
+                    errors.push(syn::Error::new_spanned(
+                        ty,
+                        "a second `mqkit::State<T>` of the same type would receive the same value; take it once",
+                    ));
+                } else {
+                    states_seen.push(key);
+                    params.push(Param::State(ty));
+                }
+            }
+            Kind::Tx => errors.push(syn::Error::new_spanned(ty, TX)),
+            Kind::Reference(r, behind) => {
+                let message = match *behind {
+                    Kind::Context => {
+                        "take `mqkit::Context` by value (`ctx: mqkit::Context`), not by reference"
+                    }
+                    Kind::State(_) => {
+                        "take `mqkit::State<T>` by value (`mqkit::State(s): mqkit::State<T>`), not by reference: each call gets its own clone"
+                    }
+                    Kind::Tx => TX,
+                    _ => OTHER_PARAM,
+                };
+                errors.push(syn::Error::new_spanned(r, message));
+            }
+            Kind::Other => errors.push(syn::Error::new_spanned(ty, OTHER_PARAM)),
+        }
+    }
+    params
 }
 
 /// `E` of `Result<(), E>`, or an error on the return type.

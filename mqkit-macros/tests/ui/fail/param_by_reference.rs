@@ -1,16 +1,18 @@
+#[derive(Clone)]
+struct Deps;
+
 #[derive(serde::Deserialize)]
 struct OrderEvent {
     order_id: String,
-    event_type: String,
 }
 
 #[mqkit::consumer(queue = "order")]
 async fn on_order(
     evt: OrderEvent,
-    ctx: mqkit::Context,
-    attempt: u32,
+    ctx: &mqkit::Context,
+    deps: &mqkit::State<Deps>,
 ) -> Result<(), mqkit::HandlerError> {
-    let _ = (evt.order_id, evt.event_type, ctx, attempt);
+    let _ = (evt.order_id, ctx, deps);
     Ok(())
 }
 
