@@ -1,9 +1,12 @@
-//! The macro's output used for real: both handler forms, the companion type,
-//! the registry, and a key built from the attribute's fields.
+//! The macro's output used for real: the handler forms (message only, with
+//! `Context`, with `State<T>`s and `Context` in any order), the companion
+//! type, the registry, and a key built from the attribute's fields.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::sync::{Arc, Mutex};
+
 use mqkit::testing::TestHarness;
-use mqkit::{Consumer, Outcome};
+use mqkit::{Consumer, Outcome, State, StateType};
 use serde::Deserialize;
 
 #[derive(Debug, Deserialize)]
@@ -32,6 +35,78 @@ async fn with_ctx(_evt: OrderEvent, ctx: mqkit::Context) -> Result<(), std::io::
         return Ok(());
     }
     Err(std::io::Error::other("first attempt fails"))
+}
+
+/// Shared state: where `h` records what it received.
+#[derive(Clone, Default)]
+struct A(Arc<Mutex<Vec<String>>>);
+
+/// Shared state: a setting.
+#[derive(Clone)]
+struct B(&'static str);
+
+#[mqkit::consumer(queue = "smoke.state")]
+async fn h(
+    evt: OrderEvent,
+    State(A(seen)): State<A>,
+    ctx: mqkit::Context,
+    mqkit::State(b): mqkit::State<B>,
+) -> Result<(), mqkit::HandlerError> {
+    seen.lock().unwrap().push(format!(
+        "{} {} attempt {}",
+        evt.order_id,
+        b.0,
+        ctx.attempt()
+    ));
+    Ok(())
+}
+
+#[tokio::test]
+async fn state_parameters_receive_the_harness_state() {
+    let a = A::default();
+    let harness = TestHarness::new(h {}).state(a.clone()).state(B("eu"));
+    let evt = serde_json::json!({"order_id": "S-1", "event_type": "created", "amount_cents": 5});
+    assert_eq!(harness.deliver_json(&evt).await, Outcome::Ack);
+    let retry = mqkit::testing::TestDelivery::json(&evt).unwrap().attempt(2);
+    assert_eq!(harness.deliver(&retry).await, Outcome::Ack);
+    assert_eq!(
+        *a.0.lock().unwrap(),
+        ["S-1 eu attempt 1", "S-1 eu attempt 2"]
+    );
+}
+
+#[tokio::test]
+async fn missing_state_rejects_the_message() {
+    // Startup refuses this for an app; the harness does not check, so the
+    // generated extraction's error shows.
+    let harness = TestHarness::new(h {}).state(A::default());
+    let evt = serde_json::json!({"order_id": "S-2", "event_type": "created", "amount_cents": 5});
+    match harness.deliver_json(&evt).await {
+        Outcome::DeadLetter {
+            kind: mqkit::DeadLetterKind::Rejected,
+            error,
+            ..
+        } => assert!(error.contains("no state of type"), "{error}"),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn state_types_and_name() {
+    let types = h {}.state_types();
+    assert_eq!(types, [StateType::of::<A>(), StateType::of::<B>()]);
+    let names: Vec<&str> = types.iter().map(StateType::name).collect();
+    assert_eq!(
+        names,
+        [std::any::type_name::<A>(), std::any::type_name::<B>()]
+    );
+    assert!(
+        names[0].ends_with("::A") && names[1].ends_with("::B"),
+        "{names:?}"
+    );
+    assert_eq!(Consumer::name(&h {}), "h");
+    assert_eq!(Consumer::name(&on_order {}), "on_order");
+    assert!(on_order {}.state_types().is_empty());
 }
 
 #[tokio::test]
@@ -90,5 +165,5 @@ fn spec_and_registry() {
     );
     let mut names: Vec<&str> = mqkit::registered().iter().map(|r| r.name()).collect();
     names.sort_unstable();
-    assert_eq!(names, ["on_order", "with_ctx"]);
+    assert_eq!(names, ["h", "on_order", "with_ctx"]);
 }
