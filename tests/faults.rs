@@ -8,6 +8,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+#[path = "common/http.rs"]
+mod probe;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -309,6 +311,7 @@ fn service_env(
             "TEST_TIMEOUT_MS" => "TEST_TIMEOUT_MS",
             "MQKIT_HEARTBEAT_SECS" => "MQKIT_HEARTBEAT_SECS",
             "MQKIT_SHUTDOWN_GRACE_SECS" => "MQKIT_SHUTDOWN_GRACE_SECS",
+            "MQKIT_HTTP_ADDR" => "MQKIT_HTTP_ADDR",
             other => panic!("unknown test variable {other}"),
         };
         env.push((k, (*v).to_owned()));
@@ -783,6 +786,119 @@ async fn missed_heartbeats_are_noticed_and_the_service_reconnects() {
     // And it consumes again.
     publish_keys(&queue, 10).await;
     wait_all_effects(&effects, &queue, 10, Duration::from_secs(30), &service).await;
+}
+
+/// Polls `/readyz` until its status is `code`; returns when that was seen
+/// and the body, or `None` after `timeout`.
+async fn readyz_becomes(
+    addr: std::net::SocketAddr,
+    code: u16,
+    timeout: Duration,
+) -> Option<(Instant, String)> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let (status, body) = probe::get(addr, "/readyz").await;
+        if status == code {
+            return Some((Instant::now(), body));
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_follows_the_broker_and_turns_503_when_a_shutdown_begins() {
+    let _serial = SERIAL.lock().await;
+    let _restore = BrokerRestorer;
+    let queue = unique("readyz");
+    let _cleanup = Cleanup::specs(&[&spec_with_dlx(&queue)]);
+    let effects = OwnRedis::start();
+    let port = free_port();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let heartbeat = Duration::from_secs(2);
+    let started = Instant::now();
+    let mut service = Service::start(&service_env(
+        &queue,
+        &effects,
+        REDIS_URL,
+        &[
+            ("MQKIT_HEARTBEAT_SECS", "2"),
+            ("MQKIT_HTTP_ADDR", &addr.to_string()),
+            ("TEST_HANDLER_MS", "2000"),
+            ("MQKIT_SHUTDOWN_GRACE_SECS", "20"),
+        ],
+    ));
+    wait_consuming(&service, started).await;
+    let (_, body) = readyz_becomes(addr, 200, Duration::from_secs(10))
+        .await
+        .unwrap_or_else(|| panic!("/readyz never 200:\n{}", service.log()));
+    let ready: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(ready["connection"], "connected", "{body}");
+    assert_eq!(ready["consumers"][0]["queue"], queue.as_str(), "{body}");
+    assert_eq!(ready["consumers"][0]["state"], "consuming", "{body}");
+    assert!(!body.contains("guest"), "no credentials in /readyz: {body}");
+
+    // The broker goes away: 503 within heartbeat + 1 s, /livez stays 200.
+    rabbitmqctl(&["stop_app"]);
+    let stopped = Instant::now();
+    let (seen, body) = readyz_becomes(addr, 503, heartbeat + Duration::from_secs(1))
+        .await
+        .unwrap_or_else(|| panic!("/readyz still 200 {:?} after stop_app", stopped.elapsed()));
+    eprintln!("/readyz 503 {:?} after stop_app: {body}", seen - stopped);
+    let down: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(down["connection"], "reconnecting", "{body}");
+    assert_eq!(down["status"], "not-ready", "{body}");
+    assert_eq!(probe::get(addr, "/livez").await.0, 200);
+    assert_eq!(probe::get(addr, "/healthz").await.0, 200);
+
+    // Back: 200 within 5 s of start_app.
+    rabbitmqctl(&["start_app"]);
+    rabbitmqctl(&["await_startup", "--timeout", "60"]);
+    let back = Instant::now();
+    let (seen, _) = readyz_becomes(addr, 200, Duration::from_secs(5))
+        .await
+        .unwrap_or_else(|| {
+            panic!(
+                "/readyz not 200 within 5 s of start_app:\n{}",
+                service.log()
+            )
+        });
+    eprintln!("/readyz 200 again {:?} after start_app", seen - back);
+
+    // A shutdown: 503 from the signal on, while the handler still runs.
+    publish_keys(&queue, 1).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while effects.starts(&queue).await.is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "handler never started:\n{}",
+            service.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    service.signal("-TERM");
+    let (status, body) = probe::get(addr, "/readyz").await;
+    let (live, _) = probe::get(addr, "/livez").await;
+    let finished_before = effects.total_effects(&queue).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(live, 200);
+    assert_eq!(
+        finished_before, 0,
+        "the probe was read while the handler still ran"
+    );
+    let draining: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(draining["status"], "shutting-down", "{body}");
+    let exit = service
+        .wait(Duration::from_secs(20))
+        .expect("exits after the drain");
+    assert!(exit.success(), "{exit:?}\n{}", service.log());
+    assert_eq!(
+        effects.total_effects(&queue).await,
+        1,
+        "the in-flight handler finished"
+    );
 }
 
 /// Restores RabbitMQ's memory high watermark on drop.

@@ -3,7 +3,8 @@
 //! separate Redis), so fault-injection tests can count effects per key.
 //!
 //! Environment: the `MQKIT_*` variables, plus
-//! `TEST_QUEUE` (required), `TEST_DLX`, `TEST_PREFETCH`, `TEST_CONCURRENCY`,
+//! `TEST_QUEUE` (required), `TEST_MISSING_STATE` (run a consumer whose
+//! state is never given, instead), `TEST_DLX`, `TEST_PREFETCH`, `TEST_CONCURRENCY`,
 //! `TEST_HANDLER_MS` (handler duration), `TEST_TIMEOUT_MS` (handler timeout,
 //! and so the idempotency lock TTL), `TEST_EFFECTS_REDIS` (Redis URL for
 //! effect counters `effects:<queue>:<key>` and handler start times
@@ -51,6 +52,19 @@ async fn on_event(evt: Event, ctx: mqkit::Context) -> Result<(), mqkit::HandlerE
     Ok(())
 }
 
+/// A dependency `needs_state` takes and the service never gives
+/// (`TEST_MISSING_STATE`): startup must fail before anything connects.
+#[derive(Clone)]
+struct NeverGiven;
+
+#[mqkit::consumer(queue = "mqkit-test-service-state")]
+async fn needs_state(
+    _evt: Event,
+    mqkit::State(_never): mqkit::State<NeverGiven>,
+) -> Result<(), mqkit::HandlerError> {
+    Ok(())
+}
+
 static EFFECTS: std::sync::OnceLock<deadpool_redis::Pool> = std::sync::OnceLock::new();
 
 fn env_num<T: std::str::FromStr>(name: &str) -> Option<T> {
@@ -72,6 +86,13 @@ async fn main() -> Result<(), mqkit::Error> {
         let _ = EFFECTS.set(pool);
     }
     let queue = std::env::var("TEST_QUEUE").unwrap_or_else(|_| "mqkit-test-service".to_owned());
+    if std::env::var_os("TEST_MISSING_STATE").is_some() {
+        return mqkit::App::new()
+            .config(mqkit::Config::from_env()?)
+            .consumer_with(needs_state {}, |spec| spec.rename_queue(queue))
+            .run()
+            .await;
+    }
     mqkit::App::new()
         .config(mqkit::Config::from_env()?)
         .consumer_with(on_event {}, |spec| {

@@ -91,6 +91,24 @@ impl Broker {
         q.message_count()
     }
 
+    /// Consumers on `queue`; `None` when it does not exist.
+    pub(crate) async fn consumers(&self, queue: &str) -> Option<u32> {
+        let ch = self.connection.create_channel().await.unwrap();
+        let q = ch
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .ok()?;
+        let _ = ch.close(200, "OK".into()).await;
+        Some(q.consumer_count())
+    }
+
     /// Publishes a raw body to the default exchange, persistent.
     pub(crate) async fn publish(&self, queue: &str, body: &[u8], props: BasicProperties) {
         self.channel

@@ -197,30 +197,28 @@ impl Worker {
     /// outcome on the span.
     fn log(&self, outcome: &Outcome, elapsed: Duration) {
         let elapsed_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
-        let name = outcome.name();
         record_outcome(&tracing::Span::current(), outcome);
         match outcome {
             Outcome::Ack => {
-                debug!(outcome = name, elapsed_ms, "handled");
+                debug!(elapsed_ms, "handled");
             }
             Outcome::Duplicate => {
                 info!(
-                    outcome = name,
                     elapsed_ms,
                     "duplicate: business key already handled; acked without calling the handler"
                 );
             }
             Outcome::Retry { delay, error, .. } => {
-                warn!(outcome = name, elapsed_ms, retry_in = ?delay, error = %error, "handler failed; retrying later");
+                warn!(elapsed_ms, retry_in = ?delay, error = %error, "handler failed; retrying later");
             }
             Outcome::Requeue {
                 delay,
                 reason: reason @ RequeueReason::KeyStuck { .. },
             } => {
-                error!(outcome = name, elapsed_ms, retry_in = ?delay, reason = %reason, lock_ttl = ?self.spec.lock_ttl(), "idempotency key has been busy for longer than {STUCK_AFTER_LOCK_TTLS} lock TTLs: a stuck lock or a handler that never ends? The message keeps waiting for it");
+                error!(elapsed_ms, retry_in = ?delay, reason = %reason, lock_ttl = ?self.spec.lock_ttl(), "idempotency key has been busy for longer than {STUCK_AFTER_LOCK_TTLS} lock TTLs: a stuck lock or a handler that never ends? The message keeps waiting for it");
             }
             Outcome::Requeue { delay, reason } => {
-                info!(outcome = name, elapsed_ms, retry_in = ?delay, reason = %reason, "requeued without calling the handler or counting an attempt");
+                info!(elapsed_ms, retry_in = ?delay, reason = %reason, "requeued without calling the handler or counting an attempt");
             }
             Outcome::DeadLetter {
                 kind,
@@ -228,7 +226,7 @@ impl Worker {
                 attempts,
             } => {
                 metrics::counter!("mqkit_dead_letters_total", "queue" => self.spec.queue.to_string(), "kind" => kind.as_str()).increment(1);
-                error!(outcome = name, elapsed_ms, kind = %kind, attempts, error = %error, "dead-lettered");
+                error!(elapsed_ms, kind = %kind, attempts, error = %error, "dead-lettered");
             }
         }
     }

@@ -298,15 +298,18 @@ impl App {
         // Probes answer from now on: /livez at once, /readyz 503 until every
         // consumer is consuming.
         let http = http.map(|listener| {
-            HttpServer::spawn(http::serve(
-                listener,
-                http::Probe {
-                    connection: state_rx.clone(),
-                    consumers: statuses.clone(),
-                    shutdown: shutdown.clone(),
-                    metrics: metrics.flatten(),
-                },
-            ))
+            HttpServer::spawn(
+                listener.local_addr().ok(),
+                http::serve(
+                    listener,
+                    http::Probe {
+                        connection: state_rx.clone(),
+                        consumers: statuses.clone(),
+                        shutdown: shutdown.clone(),
+                        metrics: metrics.flatten(),
+                    },
+                ),
+            )
         });
         // Add-ons' session tasks (the archiver's DLQ consumers) run on the
         // service's connection; their background work runs beside the

@@ -3,6 +3,7 @@
 //! SIGTERM ([`Running::until_signal`]), and the HTTP server's lifetime.
 
 use std::future::Future;
+use std::net::SocketAddr;
 
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -16,17 +17,26 @@ use crate::core::publish::Publisher;
 /// The probe server's task; stopped when the app's handle goes away, so
 /// `/livez` and `/readyz` answer until the last in-flight handler is done.
 #[derive(Debug)]
-pub(crate) struct HttpServer(JoinHandle<()>);
+pub(crate) struct HttpServer {
+    addr: Option<SocketAddr>,
+    task: JoinHandle<()>,
+}
 
 impl HttpServer {
-    pub(crate) fn spawn(server: impl Future<Output = ()> + Send + 'static) -> Self {
-        HttpServer(tokio::spawn(server))
+    pub(crate) fn spawn(
+        addr: Option<SocketAddr>,
+        server: impl Future<Output = ()> + Send + 'static,
+    ) -> Self {
+        HttpServer {
+            addr,
+            task: tokio::spawn(server),
+        }
     }
 }
 
 impl Drop for HttpServer {
     fn drop(&mut self) {
-        self.0.abort();
+        self.task.abort();
     }
 }
 
@@ -60,6 +70,12 @@ impl Running {
     /// The process's publisher (confirm-mode channel).
     pub fn publisher(&self) -> &Publisher {
         &self.publisher
+    }
+
+    /// Where the probes are served (`MQKIT_HTTP_ADDR`, with the port the
+    /// system chose when it was 0), if they are.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self._http.as_ref().and_then(|h| h.addr)
     }
 
     /// The connection state right now.
