@@ -126,7 +126,15 @@ async fn run_mqkit(args: &Args) -> Result<(Memory, u64, Instant), BoxError> {
         spec.prefetch = prefetch;
         spec.concurrency = prefetch;
     };
-    let app = mqkit::App::new().amqp_url(&args.amqp_url);
+    let mut app = mqkit::App::new().amqp_url(&args.amqp_url);
+    if args.observe {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
+            .with_writer(std::io::stderr)
+            .with_ansi(false)
+            .init();
+        app = app.http_addr("127.0.0.1:0");
+    }
     let app = if args.variant.idempotent() {
         app.redis_url(&args.redis_url)
             .consumer_with(bench_idem {}, adjust)

@@ -24,7 +24,10 @@
 //! `--amqp-url URL`, `--redis-url URL`, `--out PATH`, and
 //! `--hand-redis-get per-command` to have the hand-written consumer check a
 //! Redis connection out of the pool per command, as mqkit's `RedisStore`
-//! does, instead of once per message.
+//! does, instead of once per message; `--observe` to run the mqkit consumer
+//! with `MQKIT_HTTP_ADDR` set (metrics recorded) and a `tracing` subscriber
+//! at `info` (a live span per delivery), for the cost of observability
+//! against a run without it.
 //!
 //! Layout: `child.rs` (the two consumers), `parent.rs` (queues, prefill,
 //! children, cleanup), `report.rs` (table, JSON), `procfs.rs` (`/proc`).
@@ -114,6 +117,10 @@ struct Args {
     /// The hand-written consumer takes a pooled Redis connection once per
     /// message (default) or once per command, as mqkit does.
     hand_get_per_command: bool,
+    /// The mqkit consumer runs as in production: `MQKIT_HTTP_ADDR` set
+    /// (probes and the Prometheus recorder) and a `tracing` subscriber at
+    /// `info`, so every delivery's span is live.
+    observe: bool,
     // Child options (hidden).
     role: Option<Role>,
     queue: String,
@@ -132,6 +139,7 @@ impl Args {
             redis_url: "redis://127.0.0.1:6379".to_owned(),
             out: None,
             hand_get_per_command: false,
+            observe: false,
             role: None,
             queue: String::new(),
             prefetch: 1,
@@ -160,6 +168,7 @@ impl Args {
                         other => return Err(format!("unknown --hand-redis-get {other:?}").into()),
                     };
                 }
+                "--observe" => args.observe = true,
                 "--role" => {
                     args.role = Some(match value()?.as_str() {
                         "hand" => Role::Hand,
