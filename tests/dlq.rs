@@ -7,6 +7,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+#[path = "common/http.rs"]
+mod probe;
 #[path = "dlq/support.rs"]
 mod support;
 

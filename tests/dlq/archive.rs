@@ -25,7 +25,7 @@ async fn dead_letters_of_every_kind_become_one_row_each_with_every_field() {
     let (spec, running, _cleanup, mut db_cleanup) = start(
         archive_handler {},
         "archive",
-        app(Some(DB_URL.to_owned()), None, tuning()),
+        app(Some(DB_URL.to_owned()), None, tuning()).http_addr("127.0.0.1:0"),
     )
     .await;
     let q = spec.queue.to_string();
@@ -190,6 +190,18 @@ async fn dead_letters_of_every_kind_become_one_row_each_with_every_field() {
         .await,
         "the redelivered copy is acked"
     );
+    // The archiver's counters are on the service's /metrics.
+    let addr = running.http_addr().unwrap();
+    let metrics = crate::probe::parse(&crate::probe::get(addr, "/metrics").await.1);
+    let archived = |outcome| {
+        crate::probe::value(
+            &metrics,
+            "mqkit_dlq_archived_total",
+            &[("dlq", spec.dlq.as_ref()), ("outcome", outcome)],
+        )
+    };
+    assert_eq!(archived("stored"), Some(4.0), "{metrics:?}");
+    assert_eq!(archived("duplicate"), Some(1.0), "{metrics:?}");
     running.shutdown().await.unwrap();
     let again = rows(&db, &q).await;
     assert_eq!(again.len(), 3, "no second row: {again:?}");
