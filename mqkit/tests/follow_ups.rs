@@ -148,5 +148,4 @@ async fn a_body_that_does_not_serialize_fails_send() {
         err.contains("cannot serialize message for \"x\"/\"y\""),
         "{err}"
     );
-    let _ = NotJson;
 }
