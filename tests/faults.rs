@@ -870,7 +870,10 @@ async fn readyz_follows_the_broker_and_turns_503_when_a_shutdown_begins() {
     eprintln!("/readyz 200 again {:?} after start_app", seen - back);
     let metrics = probe::parse(&probe::get(addr, "/metrics").await.1);
     assert_eq!(probe::value(&metrics, "mqkit_connected", &[]), Some(1.0));
-    assert_eq!(probe::value(&metrics, "mqkit_reconnects_total", &[]), Some(1.0));
+    assert_eq!(
+        probe::value(&metrics, "mqkit_reconnects_total", &[]),
+        Some(1.0)
+    );
 
     // A shutdown: 503 from the signal on, while the handler still runs.
     publish_keys(&queue, 1).await;

@@ -216,7 +216,11 @@ async fn run_child(
         } else {
             &[]
         })
-        .args(if args.observe { &["--observe"][..] } else { &[] })
+        .args(if args.observe {
+            &["--observe"][..]
+        } else {
+            &[]
+        })
         .stdout(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()?;
