@@ -64,6 +64,7 @@ pub use crate::amqp::topology::TopologyError;
 pub use crate::app::builder::{App, run};
 pub use crate::app::config::{Config, DEFAULT_AMQP_URL, DlqTuning};
 pub use crate::app::error::Error;
+pub use crate::app::logging::init_logging;
 pub use crate::app::registry::registered;
 pub use crate::app::running::Running;
 pub use crate::app::tools::declare_topology;

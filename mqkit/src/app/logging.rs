@@ -9,6 +9,14 @@ use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
+/// Installs mqkit's default log output now (what [`run`](crate::run) and
+/// [`App::run`](crate::App::run) do first), so a service's own startup
+/// steps before them are logged too. Does nothing when the application
+/// already set a `tracing` subscriber, or on a second call.
+pub fn init_logging() {
+    init_default();
+}
+
 /// Installs the default subscriber unless one is already set.
 pub(crate) fn init_default() {
     if tracing::dispatcher::has_been_set() {

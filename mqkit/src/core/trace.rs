@@ -114,14 +114,13 @@ impl<'a> TraceParent<'a> {
 /// `correlation_id`, `attempt` from the start, `key` (the business key)
 /// and `outcome` recorded when known.
 pub(crate) fn delivery_span(queue: &str, properties: &Properties) -> tracing::Span {
-    let message_id = properties.message_id.as_deref().unwrap_or("");
-    let correlation_id = properties.correlation_id.as_deref().unwrap_or("");
+    let message_id = properties.message_id.as_deref();
     #[cfg(not(feature = "otel"))]
     let span = tracing::info_span!(
         "delivery",
         queue,
-        message_id,
-        correlation_id,
+        message_id = Empty,
+        correlation_id = Empty,
         attempt = properties.attempt(),
         key = Empty,
         outcome = Empty,
@@ -131,16 +130,23 @@ pub(crate) fn delivery_span(queue: &str, properties: &Properties) -> tracing::Sp
     let span = tracing::info_span!(
         "delivery",
         queue,
-        message_id,
-        correlation_id,
+        message_id = Empty,
+        correlation_id = Empty,
         attempt = properties.attempt(),
         key = Empty,
         outcome = Empty,
         otel.name = %format_args!("{queue} process"),
         otel.kind = "consumer",
     );
+    // Absent ids are left out rather than shown empty.
+    if let Some(id) = message_id {
+        span.record("message_id", id);
+    }
+    if let Some(id) = properties.correlation_id.as_deref() {
+        span.record("correlation_id", id);
+    }
     #[cfg(feature = "otel")]
-    otel::link(&span, queue, message_id, properties);
+    otel::link(&span, queue, message_id.unwrap_or(""), properties);
     span
 }
 
