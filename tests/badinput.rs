@@ -414,6 +414,13 @@ impl Case {
                     self.name,
                     self.service.log()
                 );
+                assert_eq!(
+                    self.service.count("decode failed"),
+                    1,
+                    "{}: exactly one line for the outcome:\n{}",
+                    self.name,
+                    self.service.log()
+                );
             }
         }
         self.service.assert_same_process();

@@ -18,7 +18,7 @@ use super::consume::{ConsumeError, Consumption, consume};
 use super::convert::properties_from;
 use super::supervisor::ConsumerStatus;
 use crate::core::headers::{self, FieldValue, Properties};
-use crate::core::outcome::{Outcome, RequeueReason};
+use crate::core::outcome::{DeadLetterKind, Outcome, RequeueReason};
 use crate::core::pipeline::{self, ErasedPipeline, STUCK_AFTER_LOCK_TTLS, unix_millis};
 use crate::core::publish::Publisher;
 use crate::core::retry::delay_queue_name;
@@ -226,7 +226,13 @@ impl Worker {
                 attempts,
             } => {
                 metrics::counter!("mqkit_dead_letters_total", "queue" => self.spec.queue.to_string(), "kind" => kind.as_str()).increment(1);
-                error!(elapsed_ms, kind = %kind, attempts, error = %error, "dead-lettered");
+                // A body that does not decode says so first: the usual question.
+                let what = if matches!(kind, DeadLetterKind::Decode) {
+                    "decode failed; dead-lettered"
+                } else {
+                    "dead-lettered"
+                };
+                error!(elapsed_ms, kind = %kind, attempts, error = %error, "{what}");
             }
         }
     }
