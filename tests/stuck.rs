@@ -415,11 +415,8 @@ async fn a_foreign_value_dead_letters_the_message_and_stays_as_it_is() {
     assert_eq!(get(&mut redis, &key).await.as_deref(), Some("garbage"));
     assert_eq!(ttl(&mut redis, &key).await, -1, "record untouched");
     assert!(calls("p-foreign").is_empty(), "handler never ran");
-    let told = log_lines(&[
-        "ERROR",
-        &key,
-        "idempotency record holds a value mqkit never writes",
-    ]);
+    // The outcome's one line (ARCHITECTURE.md rule 9) names key and value.
+    let told = log_lines(&["ERROR", &key, "dead-lettered", "a value mqkit never writes"]);
     assert_eq!(told.len(), 1, "{told:#?}");
     assert_queues_empty(&broker, &spec).await;
     running.shutdown().await.unwrap();
