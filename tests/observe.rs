@@ -356,10 +356,13 @@ async fn follow_ups_carry_the_trace_and_correlation_ids_and_retries_keep_the_tra
     running.shutdown().await.unwrap();
 }
 
+static STARTED: AtomicUsize = AtomicUsize::new(0);
 static HANDLED: AtomicUsize = AtomicUsize::new(0);
 
 #[mqkit::consumer(queue = "observe-until")]
 async fn until_handler(_item: Item) -> Result<(), HandlerError> {
+    STARTED.fetch_add(1, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(500)).await;
     HANDLED.fetch_add(1, Ordering::SeqCst);
     Ok(())
 }
@@ -380,29 +383,32 @@ async fn run_until_stops_gracefully_when_its_future_completes() {
     );
     let broker = Broker::connect().await;
     let q = spec.queue.as_ref();
-    assert!(
-        eventually(Duration::from_secs(20), async || broker.consumers(q).await
-            == Some(1))
-        .await,
-        "the app consumes"
-    );
+    let consuming = eventually(Duration::from_secs(20), async || {
+        broker.consumers(q).await == Some(1)
+    });
+    assert!(consuming.await, "the app consumes");
     let body = json!({"id": "u1"}).to_string();
     broker
         .publish(q, body.as_bytes(), BasicProperties::default())
         .await;
-    assert!(
-        eventually(Duration::from_secs(20), async || HANDLED
-            .load(Ordering::SeqCst)
-            >= 1)
-        .await,
-        "the app consumed"
-    );
+    let started = eventually(Duration::from_secs(20), async || {
+        STARTED.load(Ordering::SeqCst) >= 1
+    });
+    assert!(started.await, "the handler started");
+    // Stop while the handler runs: it finishes, and its message is acked.
+    assert_eq!(HANDLED.load(Ordering::SeqCst), 0);
     stop.send(()).unwrap();
     let ended = tokio::time::timeout(Duration::from_secs(10), service)
         .await
         .expect("run_until returns after its future completes")
         .unwrap();
     assert!(ended.is_ok(), "{ended:?}");
+    assert_eq!(
+        HANDLED.load(Ordering::SeqCst),
+        1,
+        "the in-flight handler finished"
+    );
+    assert_eq!(broker.depth(q).await, 0, "and its message was acked");
     // Nobody consumes any more: a new message stays queued.
     broker
         .publish(q, body.as_bytes(), BasicProperties::default())
@@ -410,7 +416,7 @@ async fn run_until_stops_gracefully_when_its_future_completes() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(broker.consumers(q).await, Some(0));
     assert_eq!(broker.depth(q).await, 1);
-    assert_eq!(HANDLED.load(Ordering::SeqCst), 1);
+    assert_eq!(STARTED.load(Ordering::SeqCst), 1);
 }
 
 /// The test service with `env`, to its exit; its exit status and stderr.
@@ -564,4 +570,45 @@ fn a_service_missing_its_state_exits_non_zero_before_declaring_anything() {
         !common::rabbitmqctl(&["list_queues", "name"]).contains(&queue),
         "the queue was declared"
     );
+}
+
+static LATE_STARTED: AtomicUsize = AtomicUsize::new(0);
+static LATE_FINISHED: AtomicUsize = AtomicUsize::new(0);
+
+#[mqkit::consumer(queue = "observe-late", timeout = "10s")]
+async fn late_handler(_item: Item) -> Result<(), HandlerError> {
+    LATE_STARTED.fetch_add(1, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    LATE_FINISHED.fetch_add(1, Ordering::SeqCst);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_still_running_when_the_grace_period_ends_is_dropped_not_left_running() {
+    let spec = spec_of(&late_handler {}, "late");
+    let _cleanup = Cleanup::specs(&[&spec]);
+    let s = spec.clone();
+    let running = App::new()
+        .amqp_url(common::AMQP_URL)
+        .shutdown_grace(Duration::from_millis(200))
+        .consumer_with(late_handler {}, move |x| *x = s)
+        .start()
+        .await
+        .unwrap();
+    let broker = Broker::connect().await;
+    let q = spec.queue.as_ref();
+    let body = json!({"id": "late"}).to_string();
+    broker
+        .publish(q, body.as_bytes(), BasicProperties::default())
+        .await;
+    let started = eventually(Duration::from_secs(20), async || {
+        LATE_STARTED.load(Ordering::SeqCst) == 1
+    });
+    assert!(started.await, "the handler started");
+    running.shutdown().await.unwrap();
+    // Well past the handler's 2 s: it was dropped at the end of the grace
+    // period, so nothing of it ran after the app stopped.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(LATE_FINISHED.load(Ordering::SeqCst), 0);
+    assert_eq!(broker.depth(q).await, 1, "unacked, back in the queue");
 }

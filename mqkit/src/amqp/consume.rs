@@ -2,8 +2,9 @@
 //! archiver: its own channel with `basic.qos(prefetch)`, manual acks, at most
 //! `concurrency` handlers at once (a free slot is taken before a delivery,
 //! so none is taken that cannot start), and on stop `basic.cancel`, an
-//! optional wait for in-flight handlers, then the channel closes (unstarted
-//! prefetched deliveries go back to the queue).
+//! optional wait for in-flight handlers (those still running when it ends
+//! are dropped), then the channel closes (unstarted prefetched and
+//! abandoned deliveries go back to the queue).
 //!
 //! Entry point: [`consume`].
 
@@ -106,6 +107,7 @@ where
 
     let slots = Arc::new(Semaphore::new(usize::from(what.concurrency)));
     let tasks = TaskTracker::new();
+    let abandon = CancellationToken::new();
     let result = loop {
         let permit = tokio::select! {
             biased;
@@ -123,8 +125,14 @@ where
         match next {
             Some(Ok(delivery)) => {
                 let work = handle(delivery);
+                let abandon = abandon.clone();
                 tasks.spawn(async move {
-                    work.await;
+                    // Dropped (not finished) when a shutdown's grace period
+                    // ends: nothing of it runs after the service stopped.
+                    tokio::select! {
+                        () = work => {}
+                        () = abandon.cancelled() => {}
+                    }
                     drop(permit);
                 });
             }
@@ -156,6 +164,8 @@ where
                     abandoned = tasks.len(),
                     "grace period over; abandoning unfinished handlers unacked (the broker redelivers them)"
                 );
+                abandon.cancel();
+                tasks.wait().await;
             }
         }
         if channel.status().connected() {

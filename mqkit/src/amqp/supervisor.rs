@@ -331,6 +331,11 @@ impl Supervisor {
                 },
             }
         };
+        // Readiness and `mqkit_connected` say so at once, not after the
+        // consumers have wound down.
+        if matches!(end, SessionEnd::Lost(_)) {
+            self.set_state(ConnectionState::Reconnecting);
+        }
         // Consumers stop receiving at once; on shutdown they drain in-flight
         // handlers within the grace period before closing their channels.
         stop.cancel();

@@ -32,7 +32,8 @@ pub(crate) struct Probe {
     pub(crate) consumers: Vec<Arc<ConsumerStatus>>,
     /// Cancelled when a shutdown begins.
     pub(crate) shutdown: CancellationToken,
-    /// What `/metrics` renders (`None`: another recorder took the metrics).
+    /// What `/metrics` renders (`None`: another recorder took the metrics,
+    /// and `/metrics` says so with a 503).
     pub(crate) metrics: Option<PrometheusHandle>,
 }
 
@@ -104,17 +105,20 @@ async fn ready(Shared(probe): Shared<Arc<Probe>>) -> Response {
 }
 
 async fn metrics(Shared(probe): Shared<Arc<Probe>>) -> Response {
-    let text = probe
-        .metrics
-        .as_ref()
-        .map(PrometheusHandle::render)
-        .unwrap_or_default();
+    let Some(handle) = &probe.metrics else {
+        // A scrape that looks fine but has no series would hide the problem.
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "another metrics recorder was installed in this process before mqkit's; mqkit's metrics go to it, not to this endpoint\n",
+        )
+            .into_response();
+    };
     (
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        text,
+        handle.render(),
     )
         .into_response()
 }

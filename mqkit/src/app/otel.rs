@@ -42,7 +42,8 @@ where
         Ok(exporter) => exporter,
         Err(e) => {
             if let Ok(mut slot) = BUILD_ERROR.lock() {
-                *slot = Some(e.to_string());
+                // The text may quote the endpoint, credentials included.
+                *slot = Some(crate::core::mask::mask_password(&e.to_string()));
             }
             return None;
         }

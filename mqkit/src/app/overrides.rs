@@ -40,6 +40,21 @@ pub(crate) fn apply(
     vars: &BTreeMap<String, String>,
     specs: &mut [ConsumerSpec],
 ) -> Result<(), Error> {
+    // Two queues that differ only in punctuation share variable names; an
+    // override would silently apply to both.
+    for (i, a) in specs.iter().enumerate() {
+        let prefix = prefix_for(&a.queue);
+        if let Some(b) = specs[i + 1..]
+            .iter()
+            .find(|b| prefix_for(&b.queue) == prefix)
+            && vars.keys().any(|k| k.starts_with(&prefix))
+        {
+            return Err(Error::Config(format!(
+                "{prefix}* would apply to both queue `{}` and queue `{}`: queue names that differ only in characters other than letters and digits cannot be told apart by these variables; rename one queue or set these values in code",
+                a.queue, b.queue
+            )));
+        }
+    }
     let mut used = Vec::new();
     for spec in specs.iter_mut() {
         let prefix = prefix_for(&spec.queue);
@@ -155,6 +170,27 @@ mod tests {
         let env = vars(&[("MQKIT_CONSUMER_ORDER_CONCURRENCY", "8")]);
         assert!(apply(&env, &mut specs).is_ok());
         assert_eq!((specs[0].prefetch, specs[0].concurrency), (20, 8));
+    }
+
+    #[test]
+    fn refuses_a_variable_two_queues_would_share() {
+        let mut specs = [
+            ConsumerSpec::new("order.created"),
+            ConsumerSpec::new("order-created"),
+        ];
+        assert!(
+            apply(&BTreeMap::new(), &mut specs).is_ok(),
+            "no override, no ambiguity"
+        );
+        let env = vars(&[("MQKIT_CONSUMER_ORDER_CREATED_PREFETCH", "5")]);
+        let e = apply(&env, &mut specs)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            e.contains("`order.created` and queue `order-created`"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -47,7 +47,7 @@ pub struct Running {
     task: JoinHandle<Result<(), Error>>,
     publisher: Publisher,
     state: watch::Receiver<ConnectionState>,
-    _http: Option<HttpServer>,
+    http: Option<HttpServer>,
 }
 
 impl Running {
@@ -63,7 +63,7 @@ impl Running {
             task,
             publisher,
             state,
-            _http: http,
+            http,
         }
     }
 
@@ -75,7 +75,7 @@ impl Running {
     /// Where the probes are served (`MQKIT_HTTP_ADDR`, with the port the
     /// system chose when it was 0), if they are.
     pub fn http_addr(&self) -> Option<SocketAddr> {
-        self._http.as_ref().and_then(|h| h.addr)
+        self.http.as_ref().and_then(|h| h.addr)
     }
 
     /// The connection state right now.
@@ -88,7 +88,8 @@ impl Running {
         self.state.clone()
     }
 
-    /// Whether the broker connection is up and consumers are running.
+    /// Whether the broker connection is up and consumers are running (also
+    /// while a shutdown drains; `/readyz` is 503 from its start).
     pub fn is_ready(&self) -> bool {
         self.state() == ConnectionState::Connected
     }
@@ -106,9 +107,7 @@ impl Running {
 
     /// Waits until the app stops (after a shutdown request, or a fatal error).
     pub async fn wait(self) -> Result<(), Error> {
-        let Running {
-            task, _http: http, ..
-        } = self;
+        let Running { task, http, .. } = self;
         let result = match task.await {
             Ok(result) => result,
             Err(e) => Err(Error::Supervisor(e.to_string())),

@@ -81,7 +81,7 @@ fn describe() {
     );
     describe_gauge!(
         "mqkit_connected",
-        "1 while connected to RabbitMQ with every consumer consuming, else 0"
+        "1 while connected to RabbitMQ with every consumer consuming (a shutdown's drain included), else 0"
     );
     describe_counter!(
         "mqkit_reconnects_total",

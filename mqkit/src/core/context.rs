@@ -6,7 +6,7 @@ use super::headers::{FieldValue, Headers, Properties};
 use super::publish::Publisher;
 use super::state::StateMap;
 
-/// The delivery around a message, for handlers that take a second argument:
+/// The delivery around a message, for handlers that take it as a parameter:
 /// `async fn f(msg: T, ctx: mqkit::Context)`.
 #[derive(Debug, Clone)]
 pub struct Context {

@@ -41,7 +41,8 @@ impl Lineage {
             correlation_id: properties
                 .correlation_id
                 .clone()
-                .or_else(|| properties.message_id.clone()),
+                .filter(|c| !c.is_empty())
+                .or_else(|| properties.message_id.clone().filter(|m| !m.is_empty())),
             traceparent: text(TRACEPARENT).filter(|t| TraceParent::parse(t).is_some()),
             tracestate: text(TRACESTATE),
         }
