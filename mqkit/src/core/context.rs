@@ -11,7 +11,7 @@ use super::state::StateMap;
 #[derive(Debug, Clone)]
 pub struct Context {
     queue: Arc<str>,
-    properties: Properties,
+    properties: Arc<Properties>,
     redelivered: bool,
     attempt: u32,
     publisher: Publisher,
@@ -23,6 +23,24 @@ impl Context {
     pub fn new(
         queue: Arc<str>,
         properties: Properties,
+        redelivered: bool,
+        attempt: u32,
+        publisher: Publisher,
+    ) -> Self {
+        Context {
+            queue,
+            properties: Arc::new(properties),
+            redelivered,
+            attempt,
+            publisher,
+            state: Arc::default(),
+        }
+    }
+
+    /// A context over properties shared with the delivery's publisher.
+    pub(crate) fn from_shared(
+        queue: Arc<str>,
+        properties: Arc<Properties>,
         redelivered: bool,
         attempt: u32,
         publisher: Publisher,

@@ -25,7 +25,7 @@ use super::retry::delay_for;
 use super::spec::ConsumerSpec;
 use super::state::StateMap;
 use super::text::truncate;
-use super::trace::{Lineage, delivery_span};
+use super::trace::delivery_span;
 
 /// A delivered message as the pipeline sees it.
 pub(crate) trait Delivery: Sync {
@@ -159,12 +159,15 @@ impl<C: Consumer> Pipeline<C> {
             }
         }
 
-        let ctx = Context::new(
+        // One copy of the properties, shared by the context and its
+        // publisher (which reads the lineage from it only when publishing).
+        let shared = Arc::new(properties.clone());
+        let ctx = Context::from_shared(
             self.queue.clone(),
-            properties.clone(),
+            shared.clone(),
             delivery.redelivered(),
             attempt,
-            self.deps.publisher.with_lineage(Lineage::of(properties)),
+            self.deps.publisher.for_delivery(shared),
         )
         .with_state(self.deps.state.clone());
         let run = AssertUnwindSafe(self.consumer.handle(msg, ctx)).catch_unwind();

@@ -54,15 +54,16 @@ pub trait Publish: Send + Sync + 'static {
 #[derive(Clone)]
 pub struct Publisher {
     inner: Option<Arc<dyn Publish>>,
-    /// What follow-ups inherit, for a handler's publisher.
-    lineage: Option<Arc<Lineage>>,
+    /// The delivery a handler's publisher publishes for (what follow-ups
+    /// inherit is read from it when they are sent).
+    delivery: Option<Arc<Properties>>,
 }
 
 impl fmt::Debug for Publisher {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Publisher")
             .field("connected", &self.inner.is_some())
-            .field("lineage", &self.lineage)
+            .field("for_delivery", &self.delivery.is_some())
             .finish()
     }
 }
@@ -131,7 +132,7 @@ impl Publisher {
     pub fn new(target: Arc<dyn Publish>) -> Self {
         Publisher {
             inner: Some(target),
-            lineage: None,
+            delivery: None,
         }
     }
 
@@ -140,15 +141,15 @@ impl Publisher {
     pub fn disconnected() -> Self {
         Publisher {
             inner: None,
-            lineage: None,
+            delivery: None,
         }
     }
 
-    /// The same target, for a handler of a delivery with this lineage.
-    pub(crate) fn with_lineage(&self, lineage: Lineage) -> Self {
+    /// The same target, for a handler of the delivery with `properties`.
+    pub(crate) fn for_delivery(&self, properties: Arc<Properties>) -> Self {
         Publisher {
             inner: self.inner.clone(),
-            lineage: Some(Arc::new(lineage)),
+            delivery: Some(properties),
         }
     }
 
@@ -332,8 +333,8 @@ impl MessageBuilder<'_> {
         properties
             .message_id
             .get_or_insert_with(|| uuid::Uuid::new_v4().to_string());
-        if let Some(lineage) = &publisher.lineage {
-            lineage.stamp(&mut properties);
+        if let Some(delivery) = &publisher.delivery {
+            Lineage::of(delivery).stamp(&mut properties);
         }
         publisher
             .publish_raw(&exchange, &routing_key, &body, &properties, mandatory)
