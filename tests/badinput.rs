@@ -11,12 +11,11 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::{Child, Command};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::{Broker, Cleanup, REDIS_URL, eventually, header, unique};
+use common::{Broker, Cleanup, REDIS_URL, StderrLines, eventually, header, unique};
 use deadpool_redis::redis;
 use lapin::BasicProperties;
 use lapin::types::{AMQPValue, DecimalValue, FieldArray, FieldTable, LongString, ShortString};
@@ -32,58 +31,38 @@ const PATIENCE: Duration = Duration::from_secs(30);
 struct Service {
     child: Child,
     pid: u32,
-    lines: Arc<Mutex<Vec<String>>>,
+    lines: StderrLines,
 }
 
 impl Service {
     /// Starts the service on `queue` with mqkit's default AMQP URL:
     /// `MQKIT_AMQP_URL` is removed from its environment, not set.
     fn start(queue: &str) -> Service {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_mqkit-test-service"))
-            .env_remove("MQKIT_AMQP_URL")
-            .env("MQKIT_REDIS_URL", REDIS_URL)
-            .env("TEST_QUEUE", queue)
-            .env("TEST_DLX", format!("{queue}.dlx"))
-            .env("TEST_EFFECTS_REDIS", REDIS_URL)
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let (child, lines) = StderrLines::spawn(
+            Command::new(env!("CARGO_BIN_EXE_mqkit-test-service"))
+                .env_remove("MQKIT_AMQP_URL")
+                .env("MQKIT_REDIS_URL", REDIS_URL)
+                .env("TEST_QUEUE", queue)
+                .env("TEST_DLX", format!("{queue}.dlx"))
+                .env("TEST_EFFECTS_REDIS", REDIS_URL)
+                .env("RUST_LOG", "info")
+                .env("NO_COLOR", "1"),
+        );
         let pid = child.id();
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let stderr = child.stderr.take().unwrap();
-        let sink = lines.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(line);
-            }
-        });
         Service { child, pid, lines }
     }
 
     fn log(&self) -> String {
-        self.lines.lock().unwrap().join("\n")
+        self.lines.text()
     }
 
     fn count(&self, text: &str) -> usize {
-        self.lines
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|l| l.contains(text))
-            .count()
+        self.lines.count(text)
     }
 
     /// The first log line containing every one of `texts`.
     fn line_with(&self, texts: &[&str]) -> Option<String> {
-        self.lines
-            .lock()
-            .unwrap()
-            .iter()
-            .find(|l| texts.iter().all(|t| l.contains(t)))
-            .cloned()
+        self.lines.find(texts)
     }
 
     async fn wait_consuming(&self) {

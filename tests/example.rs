@@ -16,13 +16,12 @@ mod common;
 #[path = "common/http.rs"]
 mod probe;
 
-use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::{Broker, unique};
+use common::{Broker, StderrLines, unique};
 use lapin::BasicProperties;
 use lapin::options::{BasicAckOptions, BasicGetOptions, BasicNackOptions};
 use serde_json::json;
@@ -75,7 +74,7 @@ fn example_binary() -> &'static Path {
 /// The example running as a child process, its stderr collected line by line.
 struct Service {
     child: Child,
-    lines: Arc<Mutex<Vec<String>>>,
+    lines: StderrLines,
 }
 
 impl Service {
@@ -88,27 +87,16 @@ impl Service {
                 cmd.env_remove(k);
             }
         }
-        cmd.env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+        cmd.env("RUST_LOG", "info").env("NO_COLOR", "1");
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let mut child = cmd.spawn().unwrap();
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let stderr = child.stderr.take().unwrap();
-        let sink = lines.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(line);
-            }
-        });
+        let (child, lines) = StderrLines::spawn(&mut cmd);
         Service { child, lines }
     }
 
     fn log(&self) -> String {
-        self.lines.lock().unwrap().join("\n")
+        self.lines.text()
     }
 
     /// The first stderr line containing every one of `parts`, waiting up to
@@ -116,13 +104,7 @@ impl Service {
     async fn line(&self, parts: &[&str], timeout: Duration) -> Option<String> {
         let deadline = Instant::now() + timeout;
         loop {
-            let found = self
-                .lines
-                .lock()
-                .unwrap()
-                .iter()
-                .find(|l| parts.iter().all(|p| l.contains(p)))
-                .cloned();
+            let found = self.lines.find(parts);
             if found.is_some() || Instant::now() > deadline {
                 return found;
             }

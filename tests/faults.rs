@@ -12,12 +12,10 @@ mod common;
 mod probe;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{Broker, Cleanup, REDIS_URL, unique};
+use common::{Broker, Cleanup, REDIS_URL, StderrLines, unique};
 use deadpool_redis::redis;
 use futures_util::{FutureExt as _, StreamExt as _};
 use mqkit::ConsumerSpec;
@@ -160,28 +158,17 @@ fn free_port() -> u16 {
 /// The test service process, with its log lines timestamped as they arrive.
 struct Service {
     child: Child,
-    lines: Arc<Mutex<Vec<(Instant, String)>>>,
+    lines: StderrLines,
 }
 
 impl Service {
     fn start(env: &[(&str, String)]) -> Service {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_mqkit-test-service"));
-        cmd.env("RUST_LOG", "info,mqkit=info")
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+        cmd.env("RUST_LOG", "info,mqkit=info").env("NO_COLOR", "1");
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let mut child = cmd.spawn().unwrap();
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let stderr = child.stderr.take().unwrap();
-        let sink = lines.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push((Instant::now(), line));
-            }
-        });
+        let (child, lines) = StderrLines::spawn(&mut cmd);
         Service { child, lines }
     }
 
@@ -215,22 +202,11 @@ impl Service {
 
     /// When the first log line containing `text` arrived after `after`.
     fn logged(&self, text: &str, after: Instant) -> Option<Instant> {
-        self.lines
-            .lock()
-            .unwrap()
-            .iter()
-            .find(|(t, l)| *t >= after && l.contains(text))
-            .map(|(t, _)| *t)
+        self.lines.first_after(text, after)
     }
 
     fn log(&self) -> String {
-        self.lines
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(_, l)| l.as_str())
-            .collect::<Vec<_>>()
-            .join("\n")
+        self.lines.text()
     }
 }
 

@@ -3,7 +3,10 @@
 //! fails.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+use std::io::{BufRead as _, BufReader};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use lapin::options::{
@@ -73,8 +76,8 @@ impl Broker {
             .unwrap_or_else(|e| panic!("declare {queue}: {e}"));
     }
 
-    /// Ready messages in `queue` (passive declare).
-    pub(crate) async fn depth(&self, queue: &str) -> u32 {
+    /// The queue's counts by passive declare; `None` when it does not exist.
+    async fn passive(&self, queue: &str) -> Option<lapin::Queue> {
         let ch = self.connection.create_channel().await.unwrap();
         let q = ch
             .queue_declare(
@@ -86,27 +89,24 @@ impl Broker {
                 FieldTable::default(),
             )
             .await
-            .unwrap_or_else(|e| panic!("queue {queue} should exist: {e}"));
-        let _ = ch.close(200, "OK".into()).await;
-        q.message_count()
+            .ok();
+        if ch.status().connected() {
+            let _ = ch.close(200, "OK".into()).await;
+        }
+        q
+    }
+
+    /// Ready messages in `queue`, which must exist.
+    pub(crate) async fn depth(&self, queue: &str) -> u32 {
+        self.passive(queue)
+            .await
+            .unwrap_or_else(|| panic!("queue {queue} should exist"))
+            .message_count()
     }
 
     /// Consumers on `queue`; `None` when it does not exist.
     pub(crate) async fn consumers(&self, queue: &str) -> Option<u32> {
-        let ch = self.connection.create_channel().await.unwrap();
-        let q = ch
-            .queue_declare(
-                queue.into(),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..QueueDeclareOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .ok()?;
-        let _ = ch.close(200, "OK".into()).await;
-        Some(q.consumer_count())
+        self.passive(queue).await.map(|q| q.consumer_count())
     }
 
     /// Publishes a raw body to the default exchange, persistent.
@@ -332,4 +332,63 @@ pub(crate) fn rabbitmqctl(args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A child process's stderr, line by line with when each arrived, read by
+/// a thread of its own (so a test can wait for a line while the child runs).
+#[derive(Clone, Default)]
+pub(crate) struct StderrLines(Arc<Mutex<Vec<(Instant, String)>>>);
+
+impl StderrLines {
+    /// Spawns `cmd` with stdout discarded and stderr collected.
+    pub(crate) fn spawn(cmd: &mut Command) -> (Child, StderrLines) {
+        let mut child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let lines = StderrLines::default();
+        let stderr = child.stderr.take().unwrap();
+        let sink = lines.0.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push((Instant::now(), line));
+            }
+        });
+        (child, lines)
+    }
+
+    /// Everything so far, one line per line.
+    pub(crate) fn text(&self) -> String {
+        let lines = self.0.lock().unwrap();
+        lines
+            .iter()
+            .map(|(_, l)| l.as_str())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// The first line containing every one of `parts`.
+    pub(crate) fn find(&self, parts: &[&str]) -> Option<String> {
+        let lines = self.0.lock().unwrap();
+        lines
+            .iter()
+            .find(|(_, l)| parts.iter().all(|p| l.contains(p)))
+            .map(|(_, l)| l.clone())
+    }
+
+    /// How many lines contain `text`.
+    pub(crate) fn count(&self, text: &str) -> usize {
+        let lines = self.0.lock().unwrap();
+        lines.iter().filter(|(_, l)| l.contains(text)).count()
+    }
+
+    /// When the first line containing `text` arrived after `after`.
+    pub(crate) fn first_after(&self, text: &str, after: Instant) -> Option<Instant> {
+        let lines = self.0.lock().unwrap();
+        lines
+            .iter()
+            .find(|(t, l)| *t >= after && l.contains(text))
+            .map(|(t, _)| *t)
+    }
 }
