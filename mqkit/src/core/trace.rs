@@ -116,7 +116,8 @@ impl<'a> TraceParent<'a> {
 /// and `outcome` recorded when known.
 pub(crate) fn delivery_span(queue: &str, properties: &Properties) -> tracing::Span {
     let message_id = properties.message_id.as_deref();
-    #[cfg(not(feature = "otel"))]
+    // `otel.*` name the exported span and its kind; recorded only with
+    // `otel`, so plain log lines never show them.
     let span = tracing::info_span!(
         "delivery",
         queue,
@@ -125,19 +126,8 @@ pub(crate) fn delivery_span(queue: &str, properties: &Properties) -> tracing::Sp
         attempt = properties.attempt(),
         key = Empty,
         outcome = Empty,
-    );
-    // `otel.*` fields name the exported span and its kind.
-    #[cfg(feature = "otel")]
-    let span = tracing::info_span!(
-        "delivery",
-        queue,
-        message_id = Empty,
-        correlation_id = Empty,
-        attempt = properties.attempt(),
-        key = Empty,
-        outcome = Empty,
-        otel.name = %format_args!("{queue} process"),
-        otel.kind = "consumer",
+        otel.name = Empty,
+        otel.kind = Empty,
     );
     // Absent ids are left out rather than shown empty.
     if let Some(id) = message_id {
@@ -147,7 +137,12 @@ pub(crate) fn delivery_span(queue: &str, properties: &Properties) -> tracing::Sp
         span.record("correlation_id", id);
     }
     #[cfg(feature = "otel")]
-    otel::link(&span, queue, message_id.unwrap_or(""), properties);
+    {
+        // Before `link`, while the exported span is still being built.
+        span.record("otel.name", format_args!("{queue} process"));
+        span.record("otel.kind", "consumer");
+        otel::link(&span, queue, message_id.unwrap_or(""), properties);
+    }
     span
 }
 
