@@ -62,7 +62,7 @@ pub mod testing;
 pub use crate::amqp::supervisor::ConnectionState;
 pub use crate::amqp::topology::TopologyError;
 pub use crate::app::builder::{App, run};
-pub use crate::app::config::{Config, DEFAULT_AMQP_URL, DlqTuning};
+pub use crate::app::config::{Config, DEFAULT_AMQP_URL, DlqTuning, OutboxTuning};
 pub use crate::app::error::Error;
 pub use crate::app::logging::init_logging;
 pub use crate::app::registry::registered;
@@ -76,6 +76,7 @@ pub use crate::core::headers::{FieldValue, Headers, Properties};
 pub use crate::core::idempotency::{
     BoxFuture, Claim, IdempotencyStore, KeyBuilder, MemoryStore, RedisStore, StoreError,
 };
+pub use crate::core::inbox::DatabaseKind;
 pub use crate::core::outcome::{DeadLetterKind, Outcome, RequeueReason};
 pub use crate::core::publish::{MessageBuilder, Outgoing, Publish, PublishError, Publisher};
 pub use crate::core::retry::MAX_RETRY_DELAY;
@@ -83,12 +84,17 @@ pub use crate::core::spec::{ConsumerSpec, ExchangeBinding, QueueType, SpecError}
 pub use crate::core::state::{State, StateType};
 pub use mqkit_macros::consumer;
 
+#[cfg(feature = "tx")]
+pub use crate::addons::tx::{Tx, TxDatabase};
+
 /// The add-ons compiled into this build, as the app layer starts them: the
 /// crate root is where the layers are wired together, so the app layer never
 /// names the add-ons above it.
 const ADDONS: &[app::addon::AddonFactory] = &[
     #[cfg(feature = "dlq")]
-    addons::dlq::addon::prepare,
+    addons::dlq::addon::factory,
+    #[cfg(feature = "tx")]
+    addons::tx::factory,
 ];
 
 /// The `mqkit` operator command (feature `cli`): `mqkit dlq list | show |
@@ -106,6 +112,7 @@ pub mod __private {
     pub use crate::core::decode::decode_json;
     pub use crate::core::handler::HandlerError;
     pub use crate::core::idempotency::KeyBuilder;
+    pub use crate::core::inbox::{DatabaseKind, TxParam};
     pub use crate::core::spec::{ConsumerSpec, ExchangeBinding, QueueType};
     pub use crate::core::state::{FromContext, StateType};
     pub use linkme;

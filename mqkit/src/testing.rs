@@ -174,6 +174,7 @@ impl<C: Consumer> TestHarness<C> {
                     store,
                     publisher,
                     state: Arc::default(),
+                    inbox: None,
                 },
             ),
             published: recorder,

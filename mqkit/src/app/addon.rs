@@ -4,13 +4,18 @@
 //! `crate::ADDONS`, and [`App::start`](crate::App::start) asks every factory
 //! before connecting.
 
+use std::sync::Arc;
+
 use tokio_util::sync::CancellationToken;
 
 use super::config::Config;
 use super::error::Error;
 use crate::amqp::supervisor::SessionTask;
 use crate::core::idempotency::BoxFuture;
+use crate::core::inbox::{DatabaseKind, Inbox};
+use crate::core::publish::Publisher;
 use crate::core::spec::ConsumerSpec;
+use crate::core::state::StateMap;
 
 /// What a started add-on runs: tasks on each session's connection (started
 /// with it, re-run after every reconnect) and background work beside the
@@ -20,25 +25,59 @@ pub(crate) struct Addon {
     pub(crate) background: BoxFuture<'static, ()>,
 }
 
-/// A configured add-on, not started yet: started with the stop token.
-pub(crate) type Prepared = Box<dyn FnOnce(CancellationToken) -> Addon + Send>;
+/// A transactional consumer, as add-ons see it.
+#[derive(Debug, Clone)]
+pub(crate) struct TxConsumer {
+    /// The handler function.
+    pub(crate) handler: &'static str,
+    /// Its spec in force.
+    pub(crate) spec: ConsumerSpec,
+    /// The database of its `Tx`.
+    pub(crate) kind: DatabaseKind,
+}
 
-/// Checks the settings (before anything connects) and, when the add-on is
-/// configured, prepares it.
-pub(crate) type AddonFactory = fn(&Config, &[ConsumerSpec]) -> Result<Option<Prepared>, Error>;
+/// What an add-on is prepared from.
+pub(crate) struct AddonInput<'a> {
+    pub(crate) config: &'a Config,
+    /// Every consumer's spec in force.
+    pub(crate) specs: &'a [ConsumerSpec],
+    /// The consumers whose handler takes `mqkit::Tx`.
+    pub(crate) transactional: &'a [TxConsumer],
+    /// Values add-ons set on the [`App`](crate::App) (a database pool).
+    pub(crate) extras: &'a StateMap,
+}
 
-/// Checks the dead-letter settings that do not need the add-on's code, then
-/// prepares every configured add-on.
-pub(crate) fn prepare(config: &Config, specs: &[ConsumerSpec]) -> Result<Vec<Prepared>, Error> {
+/// A configured add-on, not started yet.
+pub(crate) struct Prepared {
+    /// The transactional consumers' inbox, if this add-on provides it.
+    pub(crate) inbox: Option<Arc<dyn Inbox>>,
+    /// Starts it, with the stop token and the service's publisher.
+    pub(crate) start: Box<dyn FnOnce(CancellationToken, Publisher) -> Addon + Send>,
+}
+
+/// Checks the settings and, when the add-on is configured, prepares it (it
+/// may connect to its own database; the broker is not connected yet).
+pub(crate) type AddonFactory =
+    for<'a> fn(&'a AddonInput<'a>) -> BoxFuture<'a, Result<Option<Prepared>, Error>>;
+
+/// Checks the dead-letter and transactional settings that do not need the
+/// add-ons' code, then prepares every configured add-on.
+pub(crate) async fn prepare(input: &AddonInput<'_>) -> Result<Vec<Prepared>, Error> {
+    let config = input.config;
     if config.dlq_alert_webhook.is_some() && config.dlq_archive_url.is_none() {
         return Err(Error::AlertWithoutArchive);
     }
     if config.dlq_archive_url.is_some() && !cfg!(feature = "dlq") {
         return Err(Error::DlqFeatureDisabled);
     }
+    if let Some(c) = input.transactional.first()
+        && !cfg!(feature = "tx")
+    {
+        return Err(Error::TxFeatureDisabled(c.handler.to_owned()));
+    }
     let mut prepared = Vec::new();
     for factory in crate::ADDONS {
-        if let Some(addon) = factory(config, specs)? {
+        if let Some(addon) = factory(input).await? {
             prepared.push(addon);
         }
     }
@@ -67,22 +106,34 @@ pub(crate) async fn beside<T>(
 mod tests {
     use super::*;
 
+    /// `prepare` with no consumers: how many add-ons, or the error text.
+    fn run(config: &Config) -> Result<usize, String> {
+        let input = AddonInput {
+            config,
+            specs: &[],
+            transactional: &[],
+            extras: &StateMap::default(),
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .map_err(|e| e.to_string())?;
+        rt.block_on(prepare(&input))
+            .map(|v| v.len())
+            .map_err(|e| e.to_string())
+    }
+
     #[test]
     fn a_webhook_without_an_archive_is_refused() {
         let config = Config {
             dlq_alert_webhook: Some("http://127.0.0.1:9/hook".into()),
             ..Config::default()
         };
-        let err = prepare(&config, &[]).map(|_| ()).map_err(|e| e.to_string());
-        let err = err.err().unwrap_or_default();
+        let err = run(&config).err().unwrap_or_default();
         assert!(
             err.contains("MQKIT_DLQ_ALERT_WEBHOOK is set but MQKIT_DLQ_ARCHIVE_URL is not"),
             "{err}"
         );
-        assert!(matches!(
-            prepare(&Config::default(), &[]).map(|v| v.len()),
-            Ok(0)
-        ));
+        assert!(matches!(run(&Config::default()), Ok(0)));
     }
 
     #[cfg(not(feature = "dlq"))]
@@ -92,8 +143,7 @@ mod tests {
             dlq_archive_url: Some("mysql://root:pw@127.0.0.1:3306/test".into()),
             ..Config::default()
         };
-        let err = prepare(&config, &[]).map(|_| ()).map_err(|e| e.to_string());
-        let err = err.err().unwrap_or_default();
+        let err = run(&config).err().unwrap_or_default();
         assert!(err.contains("without mqkit's `dlq` feature"), "{err}");
         assert!(!err.contains("pw@"), "{err}");
     }

@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tracing::warn;
 
+use super::addon::{AddonInput, TxConsumer};
 use super::config::{Config, split_urls};
 use super::error::Error;
 use super::registry::registered;
@@ -18,6 +19,7 @@ use crate::amqp::publisher::BrokerPublisher;
 use crate::amqp::supervisor::{ConnectionState, ConsumerStatus, Supervisor};
 use crate::core::consumer::Consumer;
 use crate::core::idempotency::{IdempotencyStore, MemoryStore, RedisStore};
+use crate::core::inbox::DatabaseKind;
 use crate::core::pipeline::{Deps, ErasedPipeline, Pipeline};
 use crate::core::publish::Publisher;
 use crate::core::spec::ConsumerSpec;
@@ -31,6 +33,8 @@ struct Planned {
     name: &'static str,
     spec: ConsumerSpec,
     needs: Vec<StateType>,
+    /// The database of its `Tx` parameter, if any.
+    tx: Option<DatabaseKind>,
     build: Build,
 }
 
@@ -55,6 +59,8 @@ pub struct App {
     config: Config,
     store: Option<Arc<dyn IdempotencyStore>>,
     state: StateMap,
+    /// Values add-ons keep on the app (the transactional database pool).
+    extras: StateMap,
     consumers: Vec<Planned>,
 }
 
@@ -88,6 +94,7 @@ impl App {
             config: Config::default(),
             store: None,
             state: StateMap::default(),
+            extras: StateMap::default(),
             consumers: Vec::new(),
         }
     }
@@ -155,6 +162,13 @@ impl App {
         self
     }
 
+    /// Keeps a value for an add-on (what `App::database` gives).
+    #[cfg_attr(not(feature = "tx"), allow(dead_code))]
+    pub(crate) fn extra<T: Clone + Send + Sync + 'static>(mut self, value: T) -> Self {
+        self.extras.insert(value);
+        self
+    }
+
     /// Adds every `#[consumer]` linked into this binary.
     pub fn registered(mut self) -> Self {
         for r in registered() {
@@ -163,6 +177,7 @@ impl App {
                 name: r.name(),
                 spec: r.spec(),
                 needs: r.state_types(),
+                tx: r.transaction(),
                 build: Box::new(build),
             });
         }
@@ -187,6 +202,7 @@ impl App {
             name: consumer.name(),
             spec,
             needs: consumer.state_types(),
+            tx: consumer.transaction(),
             build: Box::new(move |spec, deps: &Deps| {
                 Arc::new(Pipeline::new(consumer, spec, deps.clone())) as Arc<dyn ErasedPipeline>
             }),
@@ -254,8 +270,40 @@ impl App {
             }
             planned.spec = spec.clone();
         }
-        // Add-on settings (dead letters) fail startup before anything connects.
-        let addons = addon::prepare(&self.config, &specs)?;
+        // Add-on settings (dead letters, the transactional database) fail
+        // startup before the broker is connected.
+        let transactional: Vec<TxConsumer> = self
+            .consumers
+            .iter()
+            .filter_map(|c| {
+                c.tx.map(|kind| TxConsumer {
+                    handler: c.name,
+                    spec: c.spec.clone(),
+                    kind,
+                })
+            })
+            .collect();
+        let addons = addon::prepare(&AddonInput {
+            config: &self.config,
+            specs: &specs,
+            transactional: &transactional,
+            extras: &self.extras,
+        })
+        .await?;
+        let inbox = addons.iter().find_map(|a| a.inbox.clone());
+        if let (Some(c), None) = (transactional.first(), &inbox) {
+            return Err(Error::NoDatabase {
+                handler: c.handler.to_owned(),
+                kind: c.kind,
+                example: "postgres://user:password@host:5432/database",
+            });
+        }
+        // Only consumers with idempotency fields that are not transactional
+        // use the store.
+        let uses_store = self
+            .consumers
+            .iter()
+            .any(|c| c.tx.is_none() && !c.spec.idempotency.is_empty());
         let http = match &self.config.http_addr {
             Some(addr) => Some(http::bind(addr).await?),
             None => None,
@@ -271,9 +319,11 @@ impl App {
                 Arc::new(redis)
             }
             (None, None) => {
-                warn!(
-                    "MQKIT_REDIS_URL is not set: idempotency records live in this process only, so duplicates across instances or restarts are not caught"
-                );
+                if uses_store {
+                    warn!(
+                        "MQKIT_REDIS_URL is not set: idempotency records live in this process only, so duplicates across instances or restarts are not caught"
+                    );
+                }
                 Arc::new(MemoryStore::new())
             }
         };
@@ -283,6 +333,7 @@ impl App {
             store,
             publisher: publisher.clone(),
             state: Arc::new(self.state),
+            inbox,
         };
         let statuses: Vec<Arc<ConsumerStatus>> = specs
             .iter()
@@ -317,8 +368,8 @@ impl App {
         let addon_stop = shutdown.child_token();
         let mut extra = Vec::new();
         let mut background = Vec::new();
-        for start in addons {
-            let started = start(addon_stop.clone());
+        for prepared in addons {
+            let started = (prepared.start)(addon_stop.clone(), publisher.clone());
             extra.extend(started.session_tasks);
             background.push(started.background);
         }

@@ -38,6 +38,12 @@ pub struct Config {
     /// Where `/livez`, `/healthz`, `/readyz` and `/metrics` are served
     /// (`MQKIT_HTTP_ADDR`, e.g. `127.0.0.1:9464`); `None` = no HTTP server.
     pub http_addr: Option<String>,
+    /// Database of the transactional consumers (those whose handler takes
+    /// `mqkit::Tx`), `MQKIT_DATABASE_URL`: `postgres://…` or `mysql://…`.
+    pub database_url: Option<String>,
+    /// The outbox relay, sweeper and retention (`MQKIT_OUTBOX_RETENTION`
+    /// sets [`OutboxTuning::retention`]).
+    pub outbox: OutboxTuning,
     /// Per-consumer overrides (`MQKIT_CONSUMER_<QUEUE>_PREFETCH`,
     /// `_CONCURRENCY`, `_MAX_RETRIES`, `_TIMEOUT`), by variable name, as
     /// found in the environment; applied and checked when the app starts.
@@ -56,6 +62,40 @@ pub struct DlqTuning {
     /// How long a dead letter that could not be stored is held before it is
     /// nacked back to its DLQ (so an archive outage is no hot loop). Default 5 s.
     pub retry_delay: Duration,
+}
+
+/// How transactional consumers' outbox and inbox are looked after. The
+/// defaults suit production; tests shorten them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutboxTuning {
+    /// How long sent outbox rows and inbox rows are kept
+    /// (`MQKIT_OUTBOX_RETENTION`, default 7 days). An inbox row is kept at
+    /// least its consumer's `idempotency_ttl`.
+    pub retention: Duration,
+    /// How often the sweeper looks for unsent rows. Default 2 s.
+    pub sweep_interval: Duration,
+    /// How old an unsent row must be before the sweeper takes it (the
+    /// relay normally sends it at once). Default 5 s.
+    pub sweep_after: Duration,
+    /// How often retention runs. Default 60 s.
+    pub retention_interval: Duration,
+    /// Rows per retention `DELETE`. Default 1000.
+    pub delete_batch: i64,
+    /// Pause between two retention batches. Default 50 ms.
+    pub delete_pause: Duration,
+}
+
+impl Default for OutboxTuning {
+    fn default() -> Self {
+        OutboxTuning {
+            retention: Duration::from_secs(7 * 24 * 3600),
+            sweep_interval: Duration::from_secs(2),
+            sweep_after: Duration::from_secs(5),
+            retention_interval: Duration::from_secs(60),
+            delete_batch: 1000,
+            delete_pause: Duration::from_millis(50),
+        }
+    }
 }
 
 impl Default for DlqTuning {
@@ -87,6 +127,11 @@ impl std::fmt::Debug for Config {
             )
             .field("dlq_tuning", &self.dlq_tuning)
             .field("http_addr", &self.http_addr)
+            .field(
+                "database_url",
+                &self.database_url.as_deref().map(mask_password),
+            )
+            .field("outbox", &self.outbox)
             .field("consumer_overrides", &self.consumer_overrides)
             .finish()
     }
@@ -105,6 +150,8 @@ impl Default for Config {
             dlq_alert_webhook: None,
             dlq_tuning: DlqTuning::default(),
             http_addr: None,
+            database_url: None,
+            outbox: OutboxTuning::default(),
             consumer_overrides: BTreeMap::new(),
         }
     }
@@ -113,7 +160,8 @@ impl Default for Config {
 impl Config {
     /// Reads `MQKIT_AMQP_URL`, `MQKIT_REDIS_URL`, `MQKIT_HEARTBEAT_SECS`,
     /// `MQKIT_SHUTDOWN_GRACE_SECS`, `MQKIT_HTTP_ADDR`,
-    /// `MQKIT_DLQ_ARCHIVE_URL`, `MQKIT_DLQ_ALERT_WEBHOOK` and every
+    /// `MQKIT_DLQ_ARCHIVE_URL`, `MQKIT_DLQ_ALERT_WEBHOOK`,
+    /// `MQKIT_DATABASE_URL`, `MQKIT_OUTBOX_RETENTION` and every
     /// `MQKIT_CONSUMER_*` override; unset variables keep their defaults.
     pub fn from_env() -> Result<Self, Error> {
         // Variables whose name or value is not Unicode are none of ours.
@@ -150,6 +198,17 @@ impl Config {
         config.redis_url = get("MQKIT_REDIS_URL").filter(|s| !s.trim().is_empty());
         config.dlq_archive_url = get("MQKIT_DLQ_ARCHIVE_URL").filter(|s| !s.trim().is_empty());
         config.dlq_alert_webhook = get("MQKIT_DLQ_ALERT_WEBHOOK").filter(|s| !s.trim().is_empty());
+        config.database_url = get("MQKIT_DATABASE_URL").filter(|s| !s.trim().is_empty());
+        if let Some(v) = get("MQKIT_OUTBOX_RETENTION").filter(|s| !s.trim().is_empty()) {
+            config.outbox.retention = humantime::parse_duration(v.trim())
+                .ok()
+                .filter(|d| *d >= Duration::from_secs(1))
+                .ok_or_else(|| {
+                    Error::Config(format!(
+                        "MQKIT_OUTBOX_RETENTION={v:?} is not a duration of at least 1s (e.g. \"7d\", \"36h\")"
+                    ))
+                })?;
+        }
         if let Some(v) = get("MQKIT_HEARTBEAT_SECS") {
             config.heartbeat = Duration::from_secs(secs("MQKIT_HEARTBEAT_SECS", &v, 1, 3600)?);
         }
@@ -250,6 +309,27 @@ mod tests {
         assert_eq!(c.dlq_tuning.alert_window, Duration::from_secs(60));
         let empty = Config::from_lookup(|_| None).unwrap_or_default();
         assert_eq!(empty.dlq_archive_url, None);
+    }
+
+    #[test]
+    fn reads_the_database_variables() {
+        let env = |name: &str| match name {
+            "MQKIT_DATABASE_URL" => Some("postgres://app:dbpw@127.0.0.1/test".to_owned()),
+            "MQKIT_OUTBOX_RETENTION" => Some("36h".to_owned()),
+            _ => None,
+        };
+        let c = Config::from_lookup(env).unwrap_or_default();
+        assert_eq!(c.outbox.retention, Duration::from_secs(36 * 3600));
+        assert!(c.database_url.is_some());
+        assert!(!format!("{c:?}").contains("dbpw"));
+        let default = Config::from_lookup(|_| None).unwrap_or_default();
+        assert_eq!(default.outbox.retention, Duration::from_secs(7 * 86_400));
+        let bad = |name: &str| (name == "MQKIT_OUTBOX_RETENTION").then(|| "weekly".to_owned());
+        let err = Config::from_lookup(bad)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("MQKIT_OUTBOX_RETENTION=\"weekly\""), "{err}");
     }
 
     #[test]

@@ -82,6 +82,40 @@ pub enum Error {
         "MQKIT_DLQ_ARCHIVE_URL is set but this binary was built without mqkit's `dlq` feature, so it cannot archive dead letters. Add `features = [\"dlq\"]` to the mqkit dependency in Cargo.toml, or unset MQKIT_DLQ_ARCHIVE_URL"
     )]
     DlqFeatureDisabled,
+    /// A handler takes `mqkit::Tx` but no database was configured.
+    #[error(
+        "handler `{handler}` takes `mqkit::Tx` (a {kind} transaction) but no database is configured: set MQKIT_DATABASE_URL ({example}) or give a pool with App::database(pool)"
+    )]
+    NoDatabase {
+        /// The handler function.
+        handler: String,
+        /// The database its `Tx` is for.
+        kind: crate::core::inbox::DatabaseKind,
+        /// A URL of that kind, as an example.
+        example: &'static str,
+    },
+    /// A handler's `Tx` is for another database than the configured one.
+    #[error(
+        "handler `{handler}` takes a {wants} transaction (`{param}`) but the configured database is {configured}: point MQKIT_DATABASE_URL (or App::database) at {wants}, or change the parameter's type"
+    )]
+    DatabaseMismatch {
+        /// The handler function.
+        handler: String,
+        /// What its `Tx` is for.
+        wants: crate::core::inbox::DatabaseKind,
+        /// How that parameter is written.
+        param: &'static str,
+        /// What is configured.
+        configured: crate::core::inbox::DatabaseKind,
+    },
+    /// The database of transactional consumers is unusable at startup.
+    #[error("{0}")]
+    Database(String),
+    /// A consumer is transactional but mqkit was built without `tx`.
+    #[error(
+        "handler `{0}` is transactional but this binary was built without mqkit's `tx` feature: add `features = [\"tx\"]` to the mqkit dependency in Cargo.toml"
+    )]
+    TxFeatureDisabled(String),
     /// A dead-letter setting is invalid.
     #[error("{variable}={value}: {problem}")]
     DlqConfig {

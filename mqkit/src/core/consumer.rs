@@ -11,6 +11,7 @@ use serde::de::DeserializeOwned;
 use super::context::Context;
 use super::handler::HandlerError;
 use super::idempotency::KeyBuilder;
+use super::inbox::DatabaseKind;
 use super::pipeline::{Deps, ErasedPipeline, Pipeline};
 use super::spec::ConsumerSpec;
 use super::state::StateType;
@@ -36,6 +37,14 @@ pub trait Consumer: Send + Sync + 'static {
     /// given one of them.
     fn state_types(&self) -> Vec<StateType> {
         Vec::new()
+    }
+
+    /// The database of the handler's `mqkit::Tx` parameter, if it takes
+    /// one: such a consumer is transactional (its inbox row, effects and
+    /// outbox rows commit together; no idempotency store is used), and
+    /// startup fails when no database of that kind is configured.
+    fn transaction(&self) -> Option<DatabaseKind> {
+        None
     }
 
     /// Decodes a delivery body. The macro emits a call of
@@ -71,6 +80,8 @@ pub struct Registration {
     spec: fn() -> ConsumerSpec,
     /// The state types its handler takes.
     state_types: fn() -> Vec<StateType>,
+    /// The database of its `Tx` parameter.
+    transaction: fn() -> Option<DatabaseKind>,
     /// Builds the consumer's pipeline from a (possibly adjusted) spec.
     pub(crate) build: fn(ConsumerSpec, &Deps) -> Arc<dyn ErasedPipeline>,
 }
@@ -91,12 +102,18 @@ impl Registration {
         (self.state_types)()
     }
 
+    /// The database of its handler's `Tx` parameter, if it takes one.
+    pub fn transaction(&self) -> Option<DatabaseKind> {
+        (self.transaction)()
+    }
+
     /// The registration of consumer type `C`.
     pub const fn of<C: Consumer + Default>(name: &'static str) -> Self {
         Registration {
             name,
             spec: spec_of::<C>,
             state_types: state_types_of::<C>,
+            transaction: transaction_of::<C>,
             build: build_of::<C>,
         }
     }
@@ -104,6 +121,10 @@ impl Registration {
 
 fn state_types_of<C: Consumer + Default>() -> Vec<StateType> {
     C::default().state_types()
+}
+
+fn transaction_of<C: Consumer + Default>() -> Option<DatabaseKind> {
+    C::default().transaction()
 }
 
 fn spec_of<C: Consumer + Default>() -> ConsumerSpec {

@@ -1,6 +1,8 @@
 //! [`Context`]: what a handler can know about the delivery it is handling.
 
-use std::sync::Arc;
+use std::any::Any;
+use std::fmt;
+use std::sync::{Arc, Mutex};
 
 use super::headers::{FieldValue, Headers, Properties};
 use super::publish::Publisher;
@@ -16,6 +18,18 @@ pub struct Context {
     attempt: u32,
     publisher: Publisher,
     state: Arc<StateMap>,
+    tx: TxSlot,
+}
+
+/// Where a transactional delivery's `mqkit::Tx` waits until the handler's
+/// parameter takes it.
+#[derive(Clone, Default)]
+struct TxSlot(Option<Arc<Mutex<Option<Box<dyn Any + Send>>>>>);
+
+impl fmt::Debug for TxSlot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_some() { "Some(Tx)" } else { "None" })
+    }
 }
 
 impl Context {
@@ -34,6 +48,7 @@ impl Context {
             attempt,
             publisher,
             state: Arc::default(),
+            tx: TxSlot::default(),
         }
     }
 
@@ -52,6 +67,7 @@ impl Context {
             attempt,
             publisher,
             state: Arc::default(),
+            tx: TxSlot::default(),
         }
     }
 
@@ -61,11 +77,29 @@ impl Context {
         self
     }
 
+    /// The same context carrying a transactional delivery's `Tx`.
+    pub(crate) fn with_tx(mut self, tx: Box<dyn Any + Send>) -> Self {
+        self.tx = TxSlot(Some(Arc::new(Mutex::new(Some(tx)))));
+        self
+    }
+
+    /// Takes the delivery's `Tx` (once; `None` for a consumer that is not
+    /// transactional or when it was taken).
+    pub(crate) fn take_tx(&self) -> Option<Box<dyn Any + Send>> {
+        let slot = self.tx.0.as_ref()?;
+        slot.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
     /// A clone of the shared state of type `T` given to the app with
     /// [`App::state`](crate::App::state) (what a `State<T>` parameter
     /// receives), if there is one.
     pub fn state<T: Clone + Send + Sync + 'static>(&self) -> Option<T> {
         self.state.get::<T>()
+    }
+
+    /// The delivery's properties, shared.
+    pub(crate) fn shared_properties(&self) -> Arc<Properties> {
+        self.properties.clone()
     }
 
     /// The work queue the message came from.

@@ -41,7 +41,8 @@ pub(crate) fn end_busy_wait(h: &mut Headers) {
 pub(crate) const REPLAYS: &str = "x-mqkit-replays";
 
 /// One header value, with every AMQP 0-9-1 field type RabbitMQ sends.
-#[derive(Debug, Clone, PartialEq)]
+/// Serializes (serde) with its type, so a value read back is the same value.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub enum FieldValue {
     /// `t`
@@ -167,7 +168,8 @@ impl From<bool> for FieldValue {
 }
 
 /// Message headers (an AMQP field table), ordered by name.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
 pub struct Headers(BTreeMap<String, FieldValue>);
 
 impl Headers {
@@ -228,7 +230,8 @@ impl FromIterator<(String, FieldValue)> for Headers {
 }
 
 /// The AMQP basic properties of a message. Absent properties are `None`.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 #[non_exhaustive]
 pub struct Properties {
     /// MIME type of the body.

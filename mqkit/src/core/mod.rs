@@ -7,6 +7,8 @@
 //! - [`retry`]: the back-off schedule and delay-queue names.
 //! - [`headers`]: properties, headers, `x-mqkit-*` names and readers.
 //! - [`decode`], [`idempotency`], [`pipeline`]: decode → claim → handler → outcome.
+//! - [`inbox`]: transactional consumers as the pipeline sees them (the
+//!   database itself is the `tx` add-on's).
 //! - [`publish`], [`context`], [`state`]: the publishing trait, what a
 //!   handler sees, and the shared state it asks for by type.
 //! - [`trace`]: the span of a delivery and what follow-ups inherit
@@ -21,6 +23,7 @@ pub(crate) mod decode;
 pub(crate) mod handler;
 pub(crate) mod headers;
 pub(crate) mod idempotency;
+pub(crate) mod inbox;
 pub(crate) mod mask;
 pub(crate) mod outcome;
 pub(crate) mod pipeline;

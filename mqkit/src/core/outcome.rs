@@ -108,6 +108,9 @@ pub enum RequeueReason {
     },
     /// The idempotency store could not be asked (fail closed).
     StoreUnavailable(String),
+    /// A transactional consumer's database could not be asked, or did not
+    /// confirm the commit (fail closed; the inbox row decides next time).
+    DatabaseUnavailable(String),
 }
 
 impl fmt::Display for RequeueReason {
@@ -120,6 +123,7 @@ impl fmt::Display for RequeueReason {
                 humantime::format_duration(*busy_for)
             ),
             RequeueReason::StoreUnavailable(e) => write!(f, "idempotency store unavailable: {e}"),
+            RequeueReason::DatabaseUnavailable(e) => write!(f, "database unavailable: {e}"),
         }
     }
 }

@@ -19,6 +19,7 @@ use super::consumer::Consumer;
 use super::context::Context;
 use super::headers::{self, FieldValue, Properties};
 use super::idempotency::{BoxFuture, Claim, IdempotencyStore, KeyBuilder};
+use super::inbox::{Begun, CommitError, Inbox};
 use super::outcome::{DeadLetterKind, Outcome, RequeueReason};
 use super::publish::Publisher;
 use super::retry::delay_for;
@@ -47,6 +48,8 @@ pub(crate) struct Deps {
     pub publisher: Publisher,
     /// What `State<T>` parameters receive.
     pub state: Arc<StateMap>,
+    /// The transactional consumers' inbox (from the `tx` add-on).
+    pub inbox: Option<Arc<dyn Inbox>>,
 }
 
 impl fmt::Debug for Deps {
@@ -135,6 +138,9 @@ impl<C: Consumer> Pipeline<C> {
             self.consumer.idempotency_key(&msg, &mut key);
             Some(key.finish())
         };
+        if self.consumer.transaction().is_some() {
+            return self.process_tx(delivery, msg, key).await;
+        }
         let store = &*self.deps.store;
         if let Some(key) = &key {
             tracing::Span::current().record("key", key.as_str());
@@ -159,23 +165,9 @@ impl<C: Consumer> Pipeline<C> {
             }
         }
 
-        // One copy of the properties, shared by the context and its
-        // publisher (which reads the lineage from it only when publishing).
-        let shared = Arc::new(properties.clone());
-        let ctx = Context::from_shared(
-            self.queue.clone(),
-            shared.clone(),
-            delivery.redelivered(),
-            attempt,
-            self.deps.publisher.for_delivery(shared),
-        )
-        .with_state(self.deps.state.clone());
-        let run = AssertUnwindSafe(self.consumer.handle(msg, ctx)).catch_unwind();
-        let started = std::time::Instant::now();
-        let result = tokio::time::timeout(spec.timeout, run).await;
-        self.handler_seconds.record(started.elapsed().as_secs_f64());
-        let (error, kind_if_last) = match result {
-            Ok(Ok(Ok(()))) => {
+        let ctx = self.context(delivery);
+        match self.run_handler(msg, ctx).await {
+            Ran::Ok => {
                 if let Some(key) = &key
                     && let Err(e) = store.complete(key, spec.idempotency_ttl).await
                 {
@@ -183,27 +175,143 @@ impl<C: Consumer> Pipeline<C> {
                     // duplicate suppression is weaker for this key.
                     error!(queue = %spec.queue, message_id, key = %key, error = %e, "handler succeeded but the idempotency record could not be marked done");
                 }
-                return Outcome::Ack;
+                Outcome::Ack
             }
-            Ok(Ok(Err(e))) if e.is_reject() => {
+            failed => {
                 self.release(key.as_deref(), message_id).await;
+                self.failed(failed, attempt)
+            }
+        }
+    }
+
+    /// A transactional delivery: the inbox row, the handler and its staged
+    /// messages in one database transaction (DESIGN.md "Transactional
+    /// consumers"). `key` is the business key, if the consumer has one.
+    async fn process_tx<D: Delivery + ?Sized>(
+        &self,
+        delivery: &D,
+        msg: C::Message,
+        key: Option<String>,
+    ) -> Outcome {
+        let spec = &self.spec;
+        let properties = delivery.properties();
+        let attempt = properties.attempt();
+        let message_id = properties.message_id.as_deref().filter(|m| !m.is_empty());
+        let Some(inbox) = &self.deps.inbox else {
+            // Startup refuses a transactional consumer without a database.
+            return Outcome::Requeue {
+                delay: spec.retry_delay,
+                reason: RequeueReason::DatabaseUnavailable(
+                    "no database is configured for transactional consumers".to_owned(),
+                ),
+            };
+        };
+        let Some(inbox_key) = inbox_key(spec, key.as_deref(), message_id) else {
+            return Outcome::DeadLetter {
+                kind: DeadLetterKind::Rejected,
+                error: format!(
+                    "a transactional consumer needs a business key (idempotency = \"…\") or a message id to keep this message's inbox row, and `{}` has no idempotency fields while the message has no message_id: publish it with a message id",
+                    spec.queue
+                ),
+                attempts: attempt,
+            };
+        };
+        tracing::Span::current().record("key", inbox_key.as_str());
+        let ctx = self.context(delivery);
+        let open = match inbox.begin(&spec.queue, &inbox_key, message_id, &ctx).await {
+            Ok(Begun::Fresh(open)) => open,
+            Ok(Begun::Duplicate) => return Outcome::Duplicate,
+            Err(e) => {
+                return Outcome::Requeue {
+                    delay: spec.retry_delay,
+                    reason: RequeueReason::DatabaseUnavailable(e.0),
+                };
+            }
+        };
+        let mut open = open;
+        let ctx = ctx.with_tx(open.hand_out());
+        match self.run_handler(msg, ctx).await {
+            Ran::Ok => match open.commit().await {
+                Ok(()) => Outcome::Ack,
+                // Committed or not, the inbox row decides on redelivery.
+                Err(CommitError::Database(e)) => Outcome::Requeue {
+                    delay: spec.retry_delay,
+                    reason: RequeueReason::DatabaseUnavailable(e),
+                },
+                Err(CommitError::TxKept) => self.failed(
+                    Ran::Failed {
+                        error: "the handler kept its mqkit::Tx after returning (moved into a task?), so nothing was committed".to_owned(),
+                        kind_if_last: DeadLetterKind::RetriesExhausted,
+                    },
+                    attempt,
+                ),
+            },
+            failed => {
+                open.rollback().await;
+                self.failed(failed, attempt)
+            }
+        }
+    }
+
+    /// The handler's context for `delivery`.
+    fn context<D: Delivery + ?Sized>(&self, delivery: &D) -> Context {
+        let properties = delivery.properties();
+        // One copy of the properties, shared by the context and its
+        // publisher (which reads the lineage from it only when publishing).
+        let shared = Arc::new(properties.clone());
+        Context::from_shared(
+            self.queue.clone(),
+            shared.clone(),
+            delivery.redelivered(),
+            properties.attempt(),
+            self.deps.publisher.for_delivery(shared),
+        )
+        .with_state(self.deps.state.clone())
+    }
+
+    /// Runs the handler with the timeout and panic containment, and records
+    /// its duration.
+    async fn run_handler(&self, msg: C::Message, ctx: Context) -> Ran {
+        let spec = &self.spec;
+        let run = AssertUnwindSafe(self.consumer.handle(msg, ctx)).catch_unwind();
+        let started = std::time::Instant::now();
+        let result = tokio::time::timeout(spec.timeout, run).await;
+        self.handler_seconds.record(started.elapsed().as_secs_f64());
+        match result {
+            Ok(Ok(Ok(()))) => Ran::Ok,
+            Ok(Ok(Err(e))) if e.is_reject() => Ran::Reject(e.to_string()),
+            Ok(Ok(Err(e))) => Ran::Failed {
+                error: e.to_string(),
+                kind_if_last: DeadLetterKind::RetriesExhausted,
+            },
+            Ok(Err(panic)) => Ran::Failed {
+                error: format!("panic: {}", panic_text(&*panic)),
+                kind_if_last: DeadLetterKind::Panic,
+            },
+            Err(_) => Ran::Failed {
+                error: format!("timeout after {}", humantime::format_duration(spec.timeout)),
+                kind_if_last: DeadLetterKind::Timeout,
+            },
+        }
+    }
+
+    /// The outcome of a handler that did not succeed.
+    fn failed(&self, ran: Ran, attempt: u32) -> Outcome {
+        let spec = &self.spec;
+        let (error, kind_if_last) = match ran {
+            Ran::Ok => return Outcome::Ack,
+            Ran::Reject(error) => {
                 return Outcome::DeadLetter {
                     kind: DeadLetterKind::Rejected,
-                    error: e.to_string(),
+                    error,
                     attempts: attempt,
                 };
             }
-            Ok(Ok(Err(e))) => (e.to_string(), DeadLetterKind::RetriesExhausted),
-            Ok(Err(panic)) => (
-                format!("panic: {}", panic_text(&*panic)),
-                DeadLetterKind::Panic,
-            ),
-            Err(_) => (
-                format!("timeout after {}", humantime::format_duration(spec.timeout)),
-                DeadLetterKind::Timeout,
-            ),
+            Ran::Failed {
+                error,
+                kind_if_last,
+            } => (error, kind_if_last),
         };
-        self.release(key.as_deref(), message_id).await;
         if attempt <= spec.max_retries {
             Outcome::Retry {
                 attempt,
@@ -260,6 +368,46 @@ impl<C: Consumer> Pipeline<C> {
             // requeued as busy rather than run twice at once.
             warn!(queue = %self.spec.queue, message_id, key, error = %e, "could not release idempotency key after a failure");
         }
+    }
+}
+
+/// How a handler run ended.
+enum Ran {
+    Ok,
+    /// `HandlerError::reject`: straight to the DLQ.
+    Reject(String),
+    /// A transient error, a panic or a timeout.
+    Failed {
+        error: String,
+        /// The dead-letter kind if this was the last attempt and
+        /// `max_retries = 0`.
+        kind_if_last: DeadLetterKind,
+    },
+}
+
+/// Longest inbox key stored as it is; longer keys are stored as
+/// `uuid5:` + their UUID v5 (SHA-1), since MySQL indexes at most 3072 bytes.
+const MAX_INBOX_KEY: usize = 512;
+
+/// The inbox key of a delivery: the idempotency fields (the idempotency
+/// key without its `mqkit:idem:{queue}:` prefix), else `id:` + the message
+/// id, else `None`.
+fn inbox_key(spec: &ConsumerSpec, key: Option<&str>, message_id: Option<&str>) -> Option<String> {
+    let full = match (key, message_id) {
+        (Some(key), _) => {
+            let prefix_len = "mqkit:idem:".len() + spec.queue.len() + 1;
+            key.get(prefix_len..).unwrap_or(key).to_owned()
+        }
+        (None, Some(id)) => format!("id:{id}"),
+        (None, None) => return None,
+    };
+    if full.chars().count() <= MAX_INBOX_KEY {
+        Some(full)
+    } else {
+        Some(format!(
+            "uuid5:{}",
+            uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, full.as_bytes())
+        ))
     }
 }
 

@@ -115,6 +115,20 @@ pub enum PublishError {
         /// How long mqkit waited.
         timeout: Duration,
     },
+    /// A transactional handler's message could not be staged in its
+    /// outbox (the database refused the row, or the message is not valid
+    /// AMQP): the transaction rolls back when the handler returns it.
+    #[error(
+        "cannot stage message to exchange {exchange:?} with routing key {routing_key:?} in the outbox: {source}"
+    )]
+    Outbox {
+        /// Target exchange.
+        exchange: String,
+        /// Routing key.
+        routing_key: String,
+        /// What failed.
+        source: BoxError,
+    },
     /// The AMQP operation failed (channel closed, exchange missing, connection lost…).
     #[error("publish to exchange {exchange:?} with routing key {routing_key:?} failed: {source}")]
     Amqp {
@@ -185,14 +199,10 @@ impl Publisher {
     ///     .await
     /// # }
     /// ```
-    pub fn message<'p>(&'p self, exchange: &str, routing_key: &str) -> MessageBuilder<'p> {
+    pub fn message(&self, exchange: &str, routing_key: &str) -> MessageBuilder<&Publisher> {
         MessageBuilder {
-            publisher: self,
-            exchange: exchange.to_owned(),
-            routing_key: routing_key.to_owned(),
-            body: Ok(Vec::new()),
-            properties: Properties::default(),
-            mandatory: true,
+            target: self,
+            draft: Draft::new(exchange, routing_key),
         }
     }
 
@@ -230,12 +240,18 @@ impl Publisher {
     }
 }
 
-/// A message being built by [`Publisher::message`]. Unless set: a new
+/// A message being built by [`Publisher::message`] (or staged in a
+/// transactional handler's outbox by `Tx::message`). Unless set: a new
 /// message id (UUID v4), the delivery's correlation id and trace context
 /// (from a handler's publisher), persistent, `mandatory`.
 #[must_use = "a message is published only by .send().await"]
-pub struct MessageBuilder<'p> {
-    publisher: &'p Publisher,
+pub struct MessageBuilder<T> {
+    pub(crate) target: T,
+    pub(crate) draft: Draft,
+}
+
+/// What a [`MessageBuilder`] holds until it is sent.
+pub(crate) struct Draft {
     exchange: String,
     routing_key: String,
     body: Result<Vec<u8>, serde_json::Error>,
@@ -243,82 +259,33 @@ pub struct MessageBuilder<'p> {
     mandatory: bool,
 }
 
-impl fmt::Debug for MessageBuilder<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("MessageBuilder")
-            .field("exchange", &self.exchange)
-            .field("routing_key", &self.routing_key)
-            .field("properties", &self.properties)
-            .finish_non_exhaustive()
-    }
+/// A message ready to publish: serialized, with its message id and what it
+/// inherits from the delivery.
+#[derive(Debug, Clone)]
+pub(crate) struct Ready {
+    pub(crate) exchange: String,
+    pub(crate) routing_key: String,
+    pub(crate) body: Vec<u8>,
+    pub(crate) properties: Properties,
+    pub(crate) mandatory: bool,
 }
 
-impl MessageBuilder<'_> {
-    /// The body: `value` as JSON, content type `application/json` (unless
-    /// set). A value that does not serialize fails [`send`](Self::send).
-    pub fn json<T: Serialize + ?Sized>(mut self, value: &T) -> Self {
-        self.body = serde_json::to_vec(value);
-        self.properties
-            .content_type
-            .get_or_insert_with(|| "application/json".to_owned());
-        self
+impl Draft {
+    pub(crate) fn new(exchange: &str, routing_key: &str) -> Self {
+        Draft {
+            exchange: exchange.to_owned(),
+            routing_key: routing_key.to_owned(),
+            body: Ok(Vec::new()),
+            properties: Properties::default(),
+            mandatory: true,
+        }
     }
 
-    /// The body as bytes (set the content type with
-    /// [`content_type`](Self::content_type)).
-    pub fn body(mut self, body: impl Into<Vec<u8>>) -> Self {
-        self.body = Ok(body.into());
-        self
-    }
-
-    /// The `message_id` property (default: a new UUID v4).
-    pub fn message_id(mut self, id: impl Into<String>) -> Self {
-        self.properties.message_id = Some(id.into());
-        self
-    }
-
-    /// The `correlation_id` property (default: the delivery's).
-    pub fn correlation_id(mut self, id: impl Into<String>) -> Self {
-        self.properties.correlation_id = Some(id.into());
-        self
-    }
-
-    /// One header.
-    pub fn header(mut self, name: &str, value: impl Into<FieldValue>) -> Self {
-        self.properties.headers_mut().insert(name, value);
-        self
-    }
-
-    /// The per-message TTL (`expiration`, whole milliseconds): the broker
-    /// drops or dead-letters the message if it waits longer in a queue.
-    pub fn expiration(mut self, ttl: Duration) -> Self {
-        self.properties.expiration = Some(ttl.as_millis().to_string());
-        self
-    }
-
-    /// The priority (0 to 9 for priority queues; higher values are capped
-    /// by the broker).
-    pub fn priority(mut self, priority: u8) -> Self {
-        self.properties.priority = Some(priority);
-        self
-    }
-
-    /// The content type.
-    pub fn content_type(mut self, content_type: impl Into<String>) -> Self {
-        self.properties.content_type = Some(content_type.into());
-        self
-    }
-
-    /// Whether an unroutable message is an error (default `true`).
-    pub fn mandatory(mut self, mandatory: bool) -> Self {
-        self.mandatory = mandatory;
-        self
-    }
-
-    /// Publishes the message and waits for the broker's confirm.
-    pub async fn send(self) -> Result<(), PublishError> {
-        let MessageBuilder {
-            publisher,
+    /// The message as it is sent: a serialization error is reported now, a
+    /// message id is set unless given, and a handler's message inherits the
+    /// delivery's correlation id and trace context.
+    pub(crate) fn finish(self, delivery: Option<&Properties>) -> Result<Ready, PublishError> {
+        let Draft {
             exchange,
             routing_key,
             body,
@@ -333,11 +300,106 @@ impl MessageBuilder<'_> {
         properties
             .message_id
             .get_or_insert_with(|| uuid::Uuid::new_v4().to_string());
-        if let Some(delivery) = &publisher.delivery {
+        if let Some(delivery) = delivery {
             Lineage::of(delivery).stamp(&mut properties);
         }
+        Ok(Ready {
+            exchange,
+            routing_key,
+            body,
+            properties,
+            mandatory,
+        })
+    }
+}
+
+impl<T> fmt::Debug for MessageBuilder<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MessageBuilder")
+            .field("exchange", &self.draft.exchange)
+            .field("routing_key", &self.draft.routing_key)
+            .field("properties", &self.draft.properties)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T> MessageBuilder<T> {
+    /// The body: `value` as JSON, content type `application/json` (unless
+    /// set). A value that does not serialize fails [`send`](Self::send).
+    pub fn json<V: Serialize + ?Sized>(mut self, value: &V) -> Self {
+        self.draft.body = serde_json::to_vec(value);
+        self.draft
+            .properties
+            .content_type
+            .get_or_insert_with(|| "application/json".to_owned());
+        self
+    }
+
+    /// The body as bytes (set the content type with
+    /// [`content_type`](Self::content_type)).
+    pub fn body(mut self, body: impl Into<Vec<u8>>) -> Self {
+        self.draft.body = Ok(body.into());
+        self
+    }
+
+    /// The `message_id` property (default: a new UUID v4).
+    pub fn message_id(mut self, id: impl Into<String>) -> Self {
+        self.draft.properties.message_id = Some(id.into());
+        self
+    }
+
+    /// The `correlation_id` property (default: the delivery's).
+    pub fn correlation_id(mut self, id: impl Into<String>) -> Self {
+        self.draft.properties.correlation_id = Some(id.into());
+        self
+    }
+
+    /// One header.
+    pub fn header(mut self, name: &str, value: impl Into<FieldValue>) -> Self {
+        self.draft.properties.headers_mut().insert(name, value);
+        self
+    }
+
+    /// The per-message TTL (`expiration`, whole milliseconds): the broker
+    /// drops or dead-letters the message if it waits longer in a queue.
+    pub fn expiration(mut self, ttl: Duration) -> Self {
+        self.draft.properties.expiration = Some(ttl.as_millis().to_string());
+        self
+    }
+
+    /// The priority (0 to 9 for priority queues; higher values are capped
+    /// by the broker).
+    pub fn priority(mut self, priority: u8) -> Self {
+        self.draft.properties.priority = Some(priority);
+        self
+    }
+
+    /// The content type.
+    pub fn content_type(mut self, content_type: impl Into<String>) -> Self {
+        self.draft.properties.content_type = Some(content_type.into());
+        self
+    }
+
+    /// Whether an unroutable message is an error (default `true`).
+    pub fn mandatory(mut self, mandatory: bool) -> Self {
+        self.draft.mandatory = mandatory;
+        self
+    }
+}
+
+impl MessageBuilder<&Publisher> {
+    /// Publishes the message and waits for the broker's confirm.
+    pub async fn send(self) -> Result<(), PublishError> {
+        let publisher = self.target;
+        let m = self.draft.finish(publisher.delivery.as_deref())?;
         publisher
-            .publish_raw(&exchange, &routing_key, &body, &properties, mandatory)
+            .publish_raw(
+                &m.exchange,
+                &m.routing_key,
+                &m.body,
+                &m.properties,
+                m.mandatory,
+            )
             .await
     }
 }

@@ -29,15 +29,22 @@ mod store;
 
 #[cfg(feature = "dlq")]
 pub(crate) mod addon {
-    use crate::app::addon::{Addon, Prepared};
+    use crate::app::addon::{Addon, AddonInput, Prepared};
     use crate::app::config::Config;
     use crate::app::error::Error;
+    use crate::core::idempotency::BoxFuture;
     use crate::core::spec::ConsumerSpec;
 
     use super::archive::Archiver;
 
     /// The archiver as an add-on (an `AddonFactory`): configured by
     /// `MQKIT_DLQ_ARCHIVE_URL`, `None` without it.
+    pub(crate) fn factory<'a>(
+        input: &'a AddonInput<'a>,
+    ) -> BoxFuture<'a, Result<Option<Prepared>, Error>> {
+        Box::pin(async move { prepare(input.config, input.specs) })
+    }
+
     pub(crate) fn prepare(
         config: &Config,
         specs: &[ConsumerSpec],
@@ -46,13 +53,16 @@ pub(crate) mod addon {
             return Ok(None);
         };
         let archiver = Archiver::new(config, url, specs)?;
-        Ok(Some(Box::new(move |stop| {
-            let (session_tasks, background) = archiver.start(stop);
-            Addon {
-                session_tasks,
-                background,
-            }
-        })))
+        Ok(Some(Prepared {
+            inbox: None,
+            start: Box::new(move |stop, _publisher| {
+                let (session_tasks, background) = archiver.start(stop);
+                Addon {
+                    session_tasks,
+                    background,
+                }
+            }),
+        }))
     }
 }
 

@@ -1,0 +1,586 @@
+//! The SQL of transactional consumers, once per database: the sealed
+//! [`Dialect`] trait behind [`TxDatabase`](super::TxDatabase), implemented
+//! for PostgreSQL and MySQL/MariaDB. Every value is a bound parameter; the
+//! only SQL assembled at run time is a list of `?` placeholders (MySQL has
+//! no array parameters).
+
+// The sealed-trait pattern: `Dialect` and the row types in its signatures
+// are public items of this private module, unnameable outside the crate.
+#![allow(unreachable_pub)]
+
+use std::time::Duration;
+
+use sqlx::{MySql, Pool, Postgres};
+
+use crate::core::idempotency::BoxFuture;
+use crate::core::inbox::DatabaseKind;
+
+/// An outbox row to insert.
+#[derive(Debug)]
+pub struct NewRow<'a> {
+    pub batch: uuid::Uuid,
+    pub consumer: &'a str,
+    pub message_id: &'a str,
+    pub exchange: &'a str,
+    pub routing_key: &'a str,
+    pub properties: &'a str,
+    pub body: &'a [u8],
+    pub mandatory: bool,
+}
+
+/// An unsent outbox row, as the sweeper reads it.
+#[derive(Debug, Clone)]
+pub struct OutboxRow {
+    pub id: i64,
+    pub batch: String,
+    pub exchange: String,
+    pub routing_key: String,
+    pub properties: String,
+    pub body: Vec<u8>,
+    pub mandatory: bool,
+    pub attempts: i32,
+}
+
+type Result<T> = std::result::Result<T, sqlx::Error>;
+
+/// The statements mqkit runs, for one database. Sealed: implemented for
+/// [`Postgres`] and [`MySql`] only.
+pub trait Dialect: sqlx::Database + Sized {
+    /// Which database this is.
+    const KIND: DatabaseKind;
+
+    /// Creates the tables (once per schema version, under a lock so that
+    /// instances starting together do not race).
+    fn migrate(pool: &Pool<Self>) -> BoxFuture<'_, Result<()>>;
+
+    /// Inserts the inbox row unless it exists; `false` = it was committed
+    /// before (a copy in flight makes this wait for that one's end).
+    fn insert_inbox<'c>(
+        conn: &'c mut Self::Connection,
+        consumer: &'c str,
+        key: &'c str,
+        message_id: Option<&'c str>,
+    ) -> BoxFuture<'c, Result<bool>>;
+
+    /// Inserts an outbox row and returns its id.
+    fn insert_outbox<'c>(
+        conn: &'c mut Self::Connection,
+        row: &'c NewRow<'c>,
+    ) -> BoxFuture<'c, Result<i64>>;
+
+    /// Locks those of `ids` that are unsent and not locked by another
+    /// relay or sweeper (`FOR UPDATE SKIP LOCKED`), in id order.
+    fn lock_unsent<'c>(
+        conn: &'c mut Self::Connection,
+        ids: &'c [i64],
+    ) -> BoxFuture<'c, Result<Vec<i64>>>;
+
+    /// Locks up to `limit` unsent rows created more than `age` ago whose
+    /// back-off has passed, skipping rows locked elsewhere, in id order.
+    fn lock_due(
+        conn: &mut Self::Connection,
+        age: Duration,
+        limit: i64,
+    ) -> BoxFuture<'_, Result<Vec<OutboxRow>>>;
+
+    /// Marks rows sent.
+    fn mark_sent<'c>(conn: &'c mut Self::Connection, ids: &'c [i64]) -> BoxFuture<'c, Result<()>>;
+
+    /// Records a failed publish of rows: one more attempt, the error, and
+    /// no new try before `retry_in`.
+    fn mark_failed<'c>(
+        conn: &'c mut Self::Connection,
+        ids: &'c [i64],
+        error: &'c str,
+        retry_in: Duration,
+    ) -> BoxFuture<'c, Result<()>>;
+
+    /// Unsent rows created more than `age` ago (what the sweeper has left).
+    fn count_unsent(pool: &Pool<Self>, age: Duration) -> BoxFuture<'_, Result<i64>>;
+
+    /// Deletes up to `limit` rows sent more than `age` ago.
+    fn delete_sent(pool: &Pool<Self>, age: Duration, limit: i64) -> BoxFuture<'_, Result<u64>>;
+
+    /// Deletes up to `limit` inbox rows of `consumer` older than `age`.
+    fn delete_inbox<'c>(
+        pool: &'c Pool<Self>,
+        consumer: &'c str,
+        age: Duration,
+        limit: i64,
+    ) -> BoxFuture<'c, Result<u64>>;
+}
+
+/// Migrations of the transactional tables: (version, name, PostgreSQL,
+/// MySQL). Versions 100 and up, so they share `mqkit_schema_migrations`
+/// with the dead-letter archive's.
+const MIGRATIONS: &[(i64, &str, &str, &str)] = &[(
+    101,
+    "tx_inbox_outbox",
+    include_str!("../../../migrations/tx/postgres.sql"),
+    include_str!("../../../migrations/tx/mysql.sql"),
+)];
+
+fn micros(d: Duration) -> i64 {
+    i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
+}
+
+type Row = (i64, String, String, String, String, Vec<u8>, bool, i32);
+
+fn outbox_row(r: Row) -> OutboxRow {
+    let (id, batch, exchange, routing_key, properties, body, mandatory, attempts) = r;
+    OutboxRow {
+        id,
+        batch,
+        exchange,
+        routing_key,
+        properties,
+        body,
+        mandatory,
+        attempts,
+    }
+}
+
+impl Dialect for Postgres {
+    const KIND: DatabaseKind = DatabaseKind::Postgres;
+
+    fn migrate(pool: &Pool<Self>) -> BoxFuture<'_, Result<()>> {
+        Box::pin(pg_migrate(pool))
+    }
+
+    fn insert_inbox<'c>(
+        conn: &'c mut Self::Connection,
+        consumer: &'c str,
+        key: &'c str,
+        message_id: Option<&'c str>,
+    ) -> BoxFuture<'c, Result<bool>> {
+        Box::pin(async move {
+            let done = sqlx::query(
+                "INSERT INTO mqkit_inbox (consumer, dedup_key, message_id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+            )
+            .bind(consumer)
+            .bind(key)
+            .bind(message_id)
+            .execute(conn)
+            .await?;
+            Ok(done.rows_affected() == 1)
+        })
+    }
+
+    fn insert_outbox<'c>(
+        conn: &'c mut Self::Connection,
+        row: &'c NewRow<'c>,
+    ) -> BoxFuture<'c, Result<i64>> {
+        Box::pin(async move {
+            sqlx::query_scalar(
+                "INSERT INTO mqkit_outbox (batch_id, consumer, message_id, exchange, routing_key, properties, body, mandatory) \
+                 VALUES ($1::uuid, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+            )
+            .bind(row.batch.to_string())
+            .bind(row.consumer)
+            .bind(row.message_id)
+            .bind(row.exchange)
+            .bind(row.routing_key)
+            .bind(row.properties)
+            .bind(row.body)
+            .bind(row.mandatory)
+            .fetch_one(conn)
+            .await
+        })
+    }
+
+    fn lock_unsent<'c>(
+        conn: &'c mut Self::Connection,
+        ids: &'c [i64],
+    ) -> BoxFuture<'c, Result<Vec<i64>>> {
+        Box::pin(async move {
+            sqlx::query_scalar(
+                "SELECT id FROM mqkit_outbox WHERE id = ANY($1) AND sent_at IS NULL ORDER BY id FOR UPDATE SKIP LOCKED",
+            )
+            .bind(ids)
+            .fetch_all(conn)
+            .await
+        })
+    }
+
+    fn lock_due(
+        conn: &mut Self::Connection,
+        age: Duration,
+        limit: i64,
+    ) -> BoxFuture<'_, Result<Vec<OutboxRow>>> {
+        Box::pin(async move {
+            let rows: Vec<Row> = sqlx::query_as(
+                "SELECT id, batch_id::text, exchange, routing_key, properties, body, mandatory, attempts \
+                 FROM mqkit_outbox \
+                 WHERE sent_at IS NULL AND created_at < now() - make_interval(secs => $1) AND next_attempt_at <= now() \
+                 ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED",
+            )
+            .bind(age.as_secs_f64())
+            .bind(limit)
+            .fetch_all(conn)
+            .await?;
+            Ok(rows.into_iter().map(outbox_row).collect())
+        })
+    }
+
+    fn mark_sent<'c>(conn: &'c mut Self::Connection, ids: &'c [i64]) -> BoxFuture<'c, Result<()>> {
+        Box::pin(async move {
+            sqlx::query("UPDATE mqkit_outbox SET sent_at = now() WHERE id = ANY($1)")
+                .bind(ids)
+                .execute(conn)
+                .await?;
+            Ok(())
+        })
+    }
+
+    fn mark_failed<'c>(
+        conn: &'c mut Self::Connection,
+        ids: &'c [i64],
+        error: &'c str,
+        retry_in: Duration,
+    ) -> BoxFuture<'c, Result<()>> {
+        Box::pin(async move {
+            sqlx::query(
+                "UPDATE mqkit_outbox SET attempts = attempts + 1, last_error = $2, \
+                 next_attempt_at = now() + make_interval(secs => $3) WHERE id = ANY($1)",
+            )
+            .bind(ids)
+            .bind(error)
+            .bind(retry_in.as_secs_f64())
+            .execute(conn)
+            .await?;
+            Ok(())
+        })
+    }
+
+    fn count_unsent(pool: &Pool<Self>, age: Duration) -> BoxFuture<'_, Result<i64>> {
+        Box::pin(async move {
+            sqlx::query_scalar(
+                "SELECT COUNT(*) FROM mqkit_outbox WHERE sent_at IS NULL AND created_at < now() - make_interval(secs => $1)",
+            )
+            .bind(age.as_secs_f64())
+            .fetch_one(pool)
+            .await
+        })
+    }
+
+    fn delete_sent(pool: &Pool<Self>, age: Duration, limit: i64) -> BoxFuture<'_, Result<u64>> {
+        Box::pin(async move {
+            let done = sqlx::query(
+                "DELETE FROM mqkit_outbox WHERE id IN (\
+                    SELECT id FROM mqkit_outbox WHERE sent_at IS NOT NULL AND sent_at < now() - make_interval(secs => $1) \
+                    ORDER BY sent_at LIMIT $2)",
+            )
+            .bind(age.as_secs_f64())
+            .bind(limit)
+            .execute(pool)
+            .await?;
+            Ok(done.rows_affected())
+        })
+    }
+
+    fn delete_inbox<'c>(
+        pool: &'c Pool<Self>,
+        consumer: &'c str,
+        age: Duration,
+        limit: i64,
+    ) -> BoxFuture<'c, Result<u64>> {
+        Box::pin(async move {
+            let done = sqlx::query(
+                "DELETE FROM mqkit_inbox WHERE (consumer, dedup_key) IN (\
+                    SELECT consumer, dedup_key FROM mqkit_inbox \
+                    WHERE consumer = $1 AND received_at < now() - make_interval(secs => $2) \
+                    ORDER BY received_at LIMIT $3)",
+            )
+            .bind(consumer)
+            .bind(age.as_secs_f64())
+            .bind(limit)
+            .execute(pool)
+            .await?;
+            Ok(done.rows_affected())
+        })
+    }
+}
+
+async fn pg_migrate(pool: &Pool<Postgres>) -> Result<()> {
+    let mut conn = pool.acquire().await?;
+    // One key for mqkit's migrations; session-level, released below
+    // (or when the connection closes).
+    sqlx::query("SELECT pg_advisory_lock(7268017101)")
+        .execute(&mut *conn)
+        .await?;
+    let result = pg_migrations(&mut conn).await;
+    let _ = sqlx::query("SELECT pg_advisory_unlock(7268017101)")
+        .execute(&mut *conn)
+        .await;
+    result
+}
+
+async fn mysql_migrate(pool: &Pool<MySql>) -> Result<()> {
+    let mut conn = pool.acquire().await?;
+    let locked: Option<i64> = sqlx::query_scalar("SELECT GET_LOCK('mqkit_migrations', 60)")
+        .fetch_one(&mut *conn)
+        .await?;
+    if locked != Some(1) {
+        return Err(sqlx::Error::Protocol(
+            "could not take the lock mqkit_migrations within 60 s (another instance migrating?)"
+                .into(),
+        ));
+    }
+    let result = mysql_migrations(&mut conn).await;
+    let _ = sqlx::query("SELECT RELEASE_LOCK('mqkit_migrations')")
+        .execute(&mut *conn)
+        .await;
+    result
+}
+
+async fn pg_migrations(conn: &mut sqlx::PgConnection) -> Result<()> {
+    sqlx::Executor::execute(
+        &mut *conn,
+        sqlx::raw_sql(
+            "CREATE TABLE IF NOT EXISTS mqkit_schema_migrations (\
+                    version BIGINT NOT NULL PRIMARY KEY, \
+                    name TEXT NOT NULL, \
+                    applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
+        ),
+    )
+    .await?;
+    for (version, name, sql, _) in MIGRATIONS {
+        let applied: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM mqkit_schema_migrations WHERE version = $1")
+                .bind(version)
+                .fetch_one(&mut *conn)
+                .await?;
+        if applied == 0 {
+            sqlx::Executor::execute(&mut *conn, sqlx::raw_sql(sql)).await?;
+            sqlx::query(
+                        "INSERT INTO mqkit_schema_migrations (version, name) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                    )
+                    .bind(version)
+                    .bind(name)
+                    .execute(&mut *conn)
+                    .await?;
+            tracing::info!(version, name, "applied transactional-consumer migration");
+        }
+    }
+    Ok(())
+}
+
+async fn mysql_migrations(conn: &mut sqlx::MySqlConnection) -> Result<()> {
+    sqlx::Executor::execute(
+        &mut *conn,
+        sqlx::raw_sql(
+            "CREATE TABLE IF NOT EXISTS mqkit_schema_migrations (\
+                    version BIGINT NOT NULL PRIMARY KEY, \
+                    name VARCHAR(255) NOT NULL, \
+                    applied_at DATETIME(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3)\
+                 ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4",
+        ),
+    )
+    .await?;
+    for (version, name, _, sql) in MIGRATIONS {
+        let applied: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM mqkit_schema_migrations WHERE version = ?")
+                .bind(version)
+                .fetch_one(&mut *conn)
+                .await?;
+        if applied == 0 {
+            sqlx::Executor::execute(&mut *conn, sqlx::raw_sql(sql)).await?;
+            sqlx::query("INSERT IGNORE INTO mqkit_schema_migrations (version, name) VALUES (?, ?)")
+                .bind(version)
+                .bind(name)
+                .execute(&mut *conn)
+                .await?;
+            tracing::info!(version, name, "applied transactional-consumer migration");
+        }
+    }
+    Ok(())
+}
+
+/// `?, ?, …` for `n` values (at least one, so `IN ()` never happens).
+fn placeholders(n: usize) -> String {
+    let mut s = "?, ".repeat(n.max(1));
+    s.truncate(s.len() - 2);
+    s
+}
+
+impl Dialect for MySql {
+    const KIND: DatabaseKind = DatabaseKind::MySql;
+
+    fn migrate(pool: &Pool<Self>) -> BoxFuture<'_, Result<()>> {
+        Box::pin(mysql_migrate(pool))
+    }
+
+    fn insert_inbox<'c>(
+        conn: &'c mut Self::Connection,
+        consumer: &'c str,
+        key: &'c str,
+        message_id: Option<&'c str>,
+    ) -> BoxFuture<'c, Result<bool>> {
+        Box::pin(async move {
+            // INSERT IGNORE waits on a copy's uncommitted row, then inserts
+            // (it rolled back) or ignores (it committed).
+            let done = sqlx::query(
+                "INSERT IGNORE INTO mqkit_inbox (consumer, dedup_key, message_id) VALUES (?, ?, ?)",
+            )
+            .bind(consumer)
+            .bind(key)
+            .bind(message_id)
+            .execute(conn)
+            .await?;
+            Ok(done.rows_affected() == 1)
+        })
+    }
+
+    fn insert_outbox<'c>(
+        conn: &'c mut Self::Connection,
+        row: &'c NewRow<'c>,
+    ) -> BoxFuture<'c, Result<i64>> {
+        Box::pin(async move {
+            let done = sqlx::query(
+                "INSERT INTO mqkit_outbox (batch_id, consumer, message_id, exchange, routing_key, properties, body, mandatory) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(row.batch.to_string())
+            .bind(row.consumer)
+            .bind(row.message_id)
+            .bind(row.exchange)
+            .bind(row.routing_key)
+            .bind(row.properties)
+            .bind(row.body)
+            .bind(row.mandatory)
+            .execute(conn)
+            .await?;
+            i64::try_from(done.last_insert_id())
+                .map_err(|_| sqlx::Error::Protocol("outbox id out of range".into()))
+        })
+    }
+
+    fn lock_unsent<'c>(
+        conn: &'c mut Self::Connection,
+        ids: &'c [i64],
+    ) -> BoxFuture<'c, Result<Vec<i64>>> {
+        Box::pin(async move {
+            let sql = format!(
+                "SELECT id FROM mqkit_outbox WHERE id IN ({}) AND sent_at IS NULL ORDER BY id FOR UPDATE SKIP LOCKED",
+                placeholders(ids.len())
+            );
+            let mut q = sqlx::query_scalar(&sql);
+            for id in ids {
+                q = q.bind(id);
+            }
+            q.fetch_all(conn).await
+        })
+    }
+
+    fn lock_due(
+        conn: &mut Self::Connection,
+        age: Duration,
+        limit: i64,
+    ) -> BoxFuture<'_, Result<Vec<OutboxRow>>> {
+        Box::pin(async move {
+            let rows: Vec<Row> = sqlx::query_as(
+                "SELECT id, batch_id, exchange, routing_key, properties, body, mandatory, attempts \
+                 FROM mqkit_outbox \
+                 WHERE sent_at IS NULL AND created_at < NOW(6) - INTERVAL ? MICROSECOND AND next_attempt_at <= NOW(6) \
+                 ORDER BY id LIMIT ? FOR UPDATE SKIP LOCKED",
+            )
+            .bind(micros(age))
+            .bind(limit)
+            .fetch_all(conn)
+            .await?;
+            Ok(rows.into_iter().map(outbox_row).collect())
+        })
+    }
+
+    fn mark_sent<'c>(conn: &'c mut Self::Connection, ids: &'c [i64]) -> BoxFuture<'c, Result<()>> {
+        Box::pin(async move {
+            let sql = format!(
+                "UPDATE mqkit_outbox SET sent_at = NOW(6) WHERE id IN ({})",
+                placeholders(ids.len())
+            );
+            let mut q = sqlx::query(&sql);
+            for id in ids {
+                q = q.bind(id);
+            }
+            q.execute(conn).await?;
+            Ok(())
+        })
+    }
+
+    fn mark_failed<'c>(
+        conn: &'c mut Self::Connection,
+        ids: &'c [i64],
+        error: &'c str,
+        retry_in: Duration,
+    ) -> BoxFuture<'c, Result<()>> {
+        Box::pin(async move {
+            let sql = format!(
+                "UPDATE mqkit_outbox SET attempts = attempts + 1, last_error = ?, \
+                 next_attempt_at = NOW(6) + INTERVAL ? MICROSECOND WHERE id IN ({})",
+                placeholders(ids.len())
+            );
+            let mut q = sqlx::query(&sql).bind(error).bind(micros(retry_in));
+            for id in ids {
+                q = q.bind(id);
+            }
+            q.execute(conn).await?;
+            Ok(())
+        })
+    }
+
+    fn count_unsent(pool: &Pool<Self>, age: Duration) -> BoxFuture<'_, Result<i64>> {
+        Box::pin(async move {
+            sqlx::query_scalar(
+                "SELECT COUNT(*) FROM mqkit_outbox WHERE sent_at IS NULL AND created_at < NOW(6) - INTERVAL ? MICROSECOND",
+            )
+            .bind(micros(age))
+            .fetch_one(pool)
+            .await
+        })
+    }
+
+    fn delete_sent(pool: &Pool<Self>, age: Duration, limit: i64) -> BoxFuture<'_, Result<u64>> {
+        Box::pin(async move {
+            let done = sqlx::query(
+                "DELETE FROM mqkit_outbox WHERE sent_at < NOW(6) - INTERVAL ? MICROSECOND ORDER BY sent_at LIMIT ?",
+            )
+            .bind(micros(age))
+            .bind(limit)
+            .execute(pool)
+            .await?;
+            Ok(done.rows_affected())
+        })
+    }
+
+    fn delete_inbox<'c>(
+        pool: &'c Pool<Self>,
+        consumer: &'c str,
+        age: Duration,
+        limit: i64,
+    ) -> BoxFuture<'c, Result<u64>> {
+        Box::pin(async move {
+            let done = sqlx::query(
+                "DELETE FROM mqkit_inbox WHERE consumer = ? AND received_at < NOW(6) - INTERVAL ? MICROSECOND \
+                 ORDER BY received_at LIMIT ?",
+            )
+            .bind(consumer)
+            .bind(micros(age))
+            .bind(limit)
+            .execute(pool)
+            .await?;
+            Ok(done.rows_affected())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::placeholders;
+
+    #[test]
+    fn placeholder_lists() {
+        assert_eq!(placeholders(1), "?");
+        assert_eq!(placeholders(3), "?, ?, ?");
+        assert_eq!(placeholders(0), "?");
+    }
+}

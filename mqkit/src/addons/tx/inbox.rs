@@ -1,0 +1,125 @@
+//! [`SqlInbox`]: the core's [`Inbox`] over a sqlx pool. Opens a delivery's
+//! transaction with its inbox row, lends it to the handler as a [`Tx`], and
+//! commits or rolls it back; what a committed transaction staged goes to
+//! the [relay](super::relay) at once.
+
+use std::any::Any;
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::TxDatabase;
+use super::handle::{Open, Tx};
+use super::relay::Committed;
+use crate::core::context::Context;
+use crate::core::idempotency::BoxFuture;
+use crate::core::inbox::{Begun, CommitError, Inbox, InboxError, OpenTx};
+
+/// The inbox of one database.
+pub(crate) struct SqlInbox<DB: TxDatabase> {
+    pool: sqlx::Pool<DB>,
+    /// Committed batches for the relay; when it is full, the sweeper
+    /// publishes them instead (a little later), so a handler never waits
+    /// for the relay.
+    relay: mpsc::Sender<Committed>,
+}
+
+impl<DB: TxDatabase> SqlInbox<DB> {
+    pub(crate) fn new(pool: sqlx::Pool<DB>, relay: mpsc::Sender<Committed>) -> Self {
+        SqlInbox { pool, relay }
+    }
+}
+
+/// The text of a database error for a requeue reason and the logs (sqlx's
+/// texts carry no password).
+pub(crate) fn db_error(what: &str, e: &sqlx::Error) -> String {
+    format!("{what}: {e}")
+}
+
+impl<DB: TxDatabase> Inbox for SqlInbox<DB> {
+    fn begin<'a>(
+        &'a self,
+        consumer: &'a str,
+        key: &'a str,
+        message_id: Option<&'a str>,
+        context: &'a Context,
+    ) -> BoxFuture<'a, Result<Begun, InboxError>> {
+        Box::pin(async move {
+            let mut tx = self
+                .pool
+                .begin()
+                .await
+                .map_err(|e| InboxError(db_error("cannot begin a transaction", &e)))?;
+            match DB::insert_inbox(&mut tx, consumer, key, message_id).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    let _ = tx.rollback().await;
+                    return Ok(Begun::Duplicate);
+                }
+                Err(e) => {
+                    let _ = tx.rollback().await;
+                    return Err(InboxError(db_error("cannot insert the inbox row", &e)));
+                }
+            }
+            let open = Open {
+                tx,
+                consumer: Arc::from(consumer),
+                batch: uuid::Uuid::new_v4(),
+                delivery: context.shared_properties(),
+                staged: Vec::new(),
+            };
+            let (handle, back) = Tx::new(open);
+            Ok(Begun::Fresh(Box::new(Pending {
+                handle: Some(handle),
+                back,
+                relay: self.relay.clone(),
+            })))
+        })
+    }
+}
+
+/// A transaction lent to a handler.
+struct Pending<DB: TxDatabase> {
+    handle: Option<Tx<DB>>,
+    back: oneshot::Receiver<Open<DB>>,
+    relay: mpsc::Sender<Committed>,
+}
+
+impl<DB: TxDatabase> OpenTx for Pending<DB> {
+    fn hand_out(&mut self) -> Box<dyn Any + Send> {
+        match self.handle.take() {
+            Some(tx) => Box::new(tx),
+            // Handed out twice: the second taker finds nothing to downcast.
+            None => Box::new(()),
+        }
+    }
+
+    fn commit(mut self: Box<Self>) -> BoxFuture<'static, Result<(), CommitError>> {
+        // Not handed out (a consumer that never asks for its Tx): drop it
+        // here, so it comes back below.
+        drop(self.handle.take());
+        Box::pin(async move {
+            let Ok(open) = self.back.try_recv() else {
+                return Err(CommitError::TxKept);
+            };
+            let Open { tx, staged, .. } = open;
+            tx.commit()
+                .await
+                .map_err(|e| CommitError::Database(db_error("commit failed", &e)))?;
+            if !staged.is_empty() {
+                // Full (the relay is behind): the sweeper sends them.
+                let _ = self.relay.try_send(Committed { staged });
+            }
+            Ok(())
+        })
+    }
+
+    fn rollback(mut self: Box<Self>) -> BoxFuture<'static, ()> {
+        drop(self.handle.take());
+        Box::pin(async move {
+            if let Ok(open) = self.back.try_recv() {
+                let _ = open.tx.rollback().await;
+            }
+        })
+    }
+}

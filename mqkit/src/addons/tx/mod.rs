@@ -1,0 +1,247 @@
+//! Transactional consumers (feature `tx`; DESIGN.md "Transactional
+//! consumers"): a handler that takes [`Tx`] runs in a database transaction
+//! that also holds its inbox row and the messages it stages, so its effects
+//! in that database happen exactly once and its follow-ups are sent if and
+//! only if they commit.
+//!
+//! - [`handle`]: [`Tx`], the handler parameter.
+//! - [`dialect`]: the SQL, for PostgreSQL and MySQL/MariaDB, and the
+//!   migrations (`mqkit/migrations/tx/`).
+//! - [`inbox`]: the core's `Inbox` over a pool: begin, inbox row, commit or
+//!   roll back.
+//! - [`relay`]: publishes committed outbox rows at once, and sweeps what a
+//!   crash or an outage left unsent.
+//! - [`retention`]: deletes sent outbox rows and old inbox rows in batches.
+//!
+//! The add-on joins a service through the app layer's hook ([`factory`]):
+//! with a transactional consumer it needs a database (`MQKIT_DATABASE_URL`
+//! or [`App::database`](crate::App::database)) of the kind the handlers'
+//! `Tx` names, migrates it before the broker is connected, and gives the
+//! pipeline its inbox.
+
+mod dialect;
+mod handle;
+mod inbox;
+mod relay;
+mod retention;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sqlx::{MySql, Pool, Postgres};
+use tokio::sync::mpsc;
+
+pub use handle::Tx;
+pub(crate) use inbox::SqlInbox;
+
+use crate::app::addon::{Addon, AddonInput, Prepared, TxConsumer};
+use crate::app::error::Error;
+use crate::core::idempotency::BoxFuture;
+use crate::core::inbox::DatabaseKind;
+use crate::core::mask::mask_password;
+
+/// A database a transactional handler's [`Tx`] can be for: `sqlx::Postgres`
+/// (the default) or `sqlx::MySql` (MySQL and MariaDB). Sealed.
+pub trait TxDatabase: dialect::Dialect {}
+
+impl TxDatabase for Postgres {}
+impl TxDatabase for MySql {}
+
+impl crate::App {
+    /// The database of the transactional consumers (handlers that take
+    /// [`Tx`]), instead of `MQKIT_DATABASE_URL`: a `sqlx::PgPool` or a
+    /// `sqlx::MySqlPool`. Its size bounds how many transactional handlers
+    /// run at once (each holds a connection while it runs). mqkit creates
+    /// its tables in it at startup.
+    pub fn database<DB: TxDatabase>(self, pool: Pool<DB>) -> Self {
+        self.extra(pool)
+    }
+}
+
+/// The add-on factory: `None` when no consumer is transactional.
+pub(crate) fn factory<'a>(
+    input: &'a AddonInput<'a>,
+) -> BoxFuture<'a, Result<Option<Prepared>, Error>> {
+    Box::pin(prepare(input))
+}
+
+async fn prepare(input: &AddonInput<'_>) -> Result<Option<Prepared>, Error> {
+    let Some(first) = input.transactional.first() else {
+        if input.config.database_url.is_some() {
+            tracing::warn!(
+                "MQKIT_DATABASE_URL is set but no consumer takes mqkit::Tx; it is not used"
+            );
+        }
+        return Ok(None);
+    };
+    let given_pg = input.extras.get::<Pool<Postgres>>();
+    let given_my = input.extras.get::<Pool<MySql>>();
+    let url = input.config.database_url.as_deref();
+    let concurrency: u32 = input
+        .transactional
+        .iter()
+        .map(|c| u32::from(c.spec.concurrency.max(1)))
+        .sum();
+    // Each running handler holds a connection; the relay, the sweeper and
+    // retention need a few more.
+    let size = (concurrency + 4).min(100);
+    let configured = match (given_pg, given_my, url) {
+        (Some(pool), _, _) => Given::Postgres(pool, "App::database".to_owned()),
+        (None, Some(pool), _) => Given::MySql(pool, "App::database".to_owned()),
+        (None, None, Some(url)) => Given::from_url(url, size)?,
+        (None, None, None) => {
+            return Err(Error::NoDatabase {
+                handler: first.handler.to_owned(),
+                kind: first.kind,
+                example: example_url(first.kind),
+            });
+        }
+    };
+    let kind = configured.kind();
+    if let Some(c) = input.transactional.iter().find(|c| c.kind != kind) {
+        return Err(Error::DatabaseMismatch {
+            handler: c.handler.to_owned(),
+            wants: c.kind,
+            param: match c.kind {
+                DatabaseKind::MySql => "mqkit::Tx<sqlx::MySql>",
+                _ => "mqkit::Tx",
+            },
+            configured: kind,
+        });
+    }
+    let deadline = input.config.startup_timeout;
+    let prepared = match configured {
+        Given::Postgres(pool, shown) => start(pool, &shown, input, deadline).await?,
+        Given::MySql(pool, shown) => start(pool, &shown, input, deadline).await?,
+    };
+    Ok(Some(prepared))
+}
+
+/// The configured database.
+enum Given {
+    Postgres(Pool<Postgres>, String),
+    MySql(Pool<MySql>, String),
+}
+
+impl Given {
+    fn kind(&self) -> DatabaseKind {
+        match self {
+            Given::Postgres(..) => DatabaseKind::Postgres,
+            Given::MySql(..) => DatabaseKind::MySql,
+        }
+    }
+
+    /// A lazily connecting pool of `size` for `url` (the scheme decides).
+    fn from_url(url: &str, size: u32) -> Result<Self, Error> {
+        let shown = mask_password(url);
+        let bad =
+            |problem: String| Error::Database(format!("MQKIT_DATABASE_URL={shown}: {problem}"));
+        let scheme = url.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
+        let shown_as = format!("MQKIT_DATABASE_URL={shown}");
+        match scheme.as_deref() {
+            Some("postgres" | "postgresql") => {
+                let options: sqlx::postgres::PgConnectOptions = url
+                    .parse()
+                    .map_err(|e| bad(format!("not a valid PostgreSQL URL: {e}")))?;
+                let pool = pool_options(size).connect_lazy_with(options);
+                Ok(Given::Postgres(pool, shown_as))
+            }
+            Some("mysql" | "mariadb") => {
+                let url = url.replacen("mariadb://", "mysql://", 1);
+                let options: sqlx::mysql::MySqlConnectOptions = url
+                    .parse()
+                    .map_err(|e| bad(format!("not a valid MySQL URL: {e}")))?;
+                let pool = pool_options(size).connect_lazy_with(options);
+                Ok(Given::MySql(pool, shown_as))
+            }
+            _ => Err(bad(
+                "the scheme must be postgres:// (PostgreSQL) or mysql:// (MySQL/MariaDB)"
+                    .to_owned(),
+            )),
+        }
+    }
+}
+
+fn pool_options<DB: sqlx::Database>(size: u32) -> sqlx::pool::PoolOptions<DB> {
+    // A database that is down fails a delivery after 5 s (it is requeued)
+    // rather than holding it for sqlx's default 30 s.
+    sqlx::pool::PoolOptions::new()
+        .max_connections(size)
+        .acquire_timeout(Duration::from_secs(5))
+}
+
+fn example_url(kind: DatabaseKind) -> &'static str {
+    match kind {
+        DatabaseKind::MySql => "mysql://user:password@host:3306/database",
+        _ => "postgres://user:password@host:5432/database",
+    }
+}
+
+/// Migrates (retrying until `deadline`), then prepares the inbox and the
+/// relay, sweeper and retention tasks.
+async fn start<DB: TxDatabase>(
+    pool: Pool<DB>,
+    shown: &str,
+    input: &AddonInput<'_>,
+    deadline: Duration,
+) -> Result<Prepared, Error> {
+    let started = Instant::now();
+    loop {
+        match DB::migrate(&pool).await {
+            Ok(()) => break,
+            Err(e) if started.elapsed() < deadline => {
+                tracing::warn!(database = shown, error = %e, "database not ready; trying again");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => {
+                return Err(Error::Database(format!(
+                    "cannot prepare the {} database of the transactional consumers ({shown}, kept trying for {}s): {e}. Check that it is running and reachable, and the user's rights to create tables",
+                    DB::KIND,
+                    deadline.as_secs()
+                )));
+            }
+        }
+    }
+    let (relay_tx, relay_rx) = mpsc::channel(relay::RELAY_QUEUE);
+    let inbox = Arc::new(SqlInbox::new(pool.clone(), relay_tx));
+    let tuning = input.config.outbox;
+    let inboxes: retention::InboxAges = input
+        .transactional
+        .iter()
+        .map(|c: &TxConsumer| {
+            (
+                c.spec.queue.to_string(),
+                tuning.retention.max(c.spec.idempotency_ttl),
+            )
+        })
+        .collect();
+    for c in input.transactional {
+        if c.spec.idempotency_ttl > tuning.retention {
+            tracing::info!(
+                queue = %c.spec.queue,
+                "inbox rows of this consumer are kept for its idempotency_ttl, which is longer than MQKIT_OUTBOX_RETENTION"
+            );
+        }
+    }
+    Ok(Prepared {
+        inbox: Some(inbox),
+        start: Box::new(move |stop, publisher| {
+            let outbox = Arc::new(relay::Outbox {
+                pool,
+                publisher,
+                tuning,
+            });
+            let background = async move {
+                tokio::join!(
+                    relay::relay(outbox.clone(), relay_rx, stop.clone()),
+                    relay::sweeper(outbox.clone(), stop.clone()),
+                    retention::retention(outbox, inboxes, stop),
+                );
+            };
+            Addon {
+                session_tasks: Vec::new(),
+                background: Box::pin(background),
+            }
+        }),
+    })
+}
