@@ -152,6 +152,11 @@ impl Delivery for TestDelivery {
 pub struct TestHarness<C> {
     pipeline: Pipeline<C>,
     published: Arc<Recorder>,
+    #[cfg(feature = "tx")]
+    outbox: Option<crate::addons::tx::TestOutbox>,
+    /// What transactional handlers staged and committed.
+    #[cfg(feature = "tx")]
+    staged: Mutex<Vec<Published>>,
 }
 
 impl<C: Consumer> TestHarness<C> {
@@ -178,7 +183,56 @@ impl<C: Consumer> TestHarness<C> {
                 },
             ),
             published: recorder,
+            #[cfg(feature = "tx")]
+            outbox: None,
+            #[cfg(feature = "tx")]
+            staged: Mutex::default(),
         }
+    }
+
+    /// Runs a transactional handler (one that takes `mqkit::Tx`) against
+    /// a real database: mqkit's tables are created in `pool` (a
+    /// `sqlx::PgPool` or `sqlx::MySqlPool`), each delivery runs in its own
+    /// transaction with its inbox row as in a service, and what a committed
+    /// transaction staged is kept for [`staged`](Self::staged) (its outbox
+    /// rows are marked sent, so no service's relay publishes them).
+    ///
+    /// ```no_run
+    /// # #[derive(serde::Deserialize)] struct Payment { payment_id: String }
+    /// #[mqkit::consumer(queue = "payment", idempotency = "payment_id")]
+    /// async fn capture(p: Payment, mut tx: mqkit::Tx) -> Result<(), mqkit::HandlerError> {
+    ///     tx.publish_json("payments", "payment.captured", &serde_json::json!({"id": p.payment_id})).await?;
+    ///     Ok(())
+    /// }
+    ///
+    /// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+    /// let pool = sqlx::PgPool::connect("postgres://postgres@127.0.0.1:5432/test").await?;
+    /// let harness = mqkit::testing::TestHarness::new(capture {}).database(pool).await?;
+    /// let p = serde_json::json!({"payment_id": "P-1"});
+    /// assert_eq!(harness.deliver_json(&p).await, mqkit::Outcome::Ack);
+    /// assert_eq!(harness.deliver_json(&p).await, mqkit::Outcome::Duplicate);
+    /// assert_eq!(harness.staged()[0].routing_key, "payment.captured");
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "tx")]
+    pub async fn database<DB: crate::addons::tx::TxDatabase>(
+        mut self,
+        pool: sqlx::Pool<DB>,
+    ) -> Result<Self, crate::app::error::Error> {
+        let outbox = crate::addons::tx::TestOutbox::new(pool).await?;
+        self.pipeline.deps_mut().inbox = Some(outbox.inbox.clone());
+        self.outbox = Some(outbox);
+        Ok(self)
+    }
+
+    /// What transactional handlers staged (`tx.publish_json`, `tx.message`)
+    /// in transactions that committed, in order.
+    #[cfg(feature = "tx")]
+    pub fn staged(&self) -> Vec<Published> {
+        self.staged
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Gives handlers a shared value of type `T` (what a `State<T>`
@@ -213,6 +267,22 @@ impl<C: Consumer> TestHarness<C> {
             .instrument(span.clone())
             .await;
         record_outcome(&span, &outcome);
+        #[cfg(feature = "tx")]
+        if let Some(outbox) = &self.outbox {
+            match outbox.take().await {
+                Ok(staged) => self
+                    .staged
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .extend(staged.into_iter().map(|m| Published {
+                        exchange: m.exchange,
+                        routing_key: m.routing_key,
+                        body: m.body,
+                        properties: m.properties,
+                    })),
+                Err(e) => tracing::error!(error = %e, "test harness"),
+            }
+        }
         outcome
     }
 

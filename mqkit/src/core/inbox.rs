@@ -103,3 +103,256 @@ pub trait TxParam: Sized {
     /// The delivery's transaction.
     fn from_context(ctx: &Context) -> Result<Self, HandlerError>;
 }
+
+#[cfg(test)]
+mod tests {
+    //! The pipeline's transactional branch over a scripted inbox: which
+    //! outcome each database answer and handler result leads to, and that
+    //! a failure rolls back. (The SQL itself is tested against the real
+    //! databases in `tests/tx.rs`.)
+
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::core::consumer::{Consumer, DecodeError};
+    use crate::core::idempotency::{KeyBuilder, MemoryStore};
+    use crate::core::outcome::{DeadLetterKind, Outcome, RequeueReason};
+    use crate::core::pipeline::{Deps, Pipeline};
+    use crate::core::publish::Publisher;
+    use crate::core::spec::ConsumerSpec;
+    use crate::testing::TestDelivery;
+
+    /// What the scripted inbox answers and what happened to its transaction.
+    #[derive(Default)]
+    struct Script {
+        begin: Option<Result<bool, String>>, // Ok(true) fresh, Ok(false) duplicate
+        commit: Option<Result<(), CommitError>>,
+        log: Mutex<Vec<String>>,
+    }
+
+    struct Scripted(Arc<Script>);
+
+    struct Open(Arc<Script>, bool);
+
+    impl Inbox for Scripted {
+        fn begin<'a>(
+            &'a self,
+            consumer: &'a str,
+            key: &'a str,
+            _message_id: Option<&'a str>,
+            _context: &'a Context,
+        ) -> BoxFuture<'a, Result<Begun, InboxError>> {
+            self.0
+                .log
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(format!("begin {consumer} {key}"));
+            let answer = self.0.begin.clone().unwrap_or(Ok(true));
+            let script = self.0.clone();
+            Box::pin(async move {
+                match answer {
+                    Ok(true) => Ok(Begun::Fresh(Box::new(Open(script, false)))),
+                    Ok(false) => Ok(Begun::Duplicate),
+                    Err(e) => Err(InboxError(e)),
+                }
+            })
+        }
+    }
+
+    impl OpenTx for Open {
+        fn hand_out(&mut self) -> Box<dyn Any + Send> {
+            self.1 = true;
+            Box::new(7u32)
+        }
+        fn commit(self: Box<Self>) -> BoxFuture<'static, Result<(), CommitError>> {
+            self.0
+                .log
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push("commit".into());
+            let answer = self.0.commit.clone().unwrap_or(Ok(()));
+            Box::pin(async move { answer })
+        }
+        fn rollback(self: Box<Self>) -> BoxFuture<'static, ()> {
+            self.0
+                .log
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push("rollback".into());
+            Box::pin(async {})
+        }
+    }
+
+    /// A transactional consumer whose body says what the handler does.
+    #[derive(Default)]
+    struct Charge;
+
+    impl Consumer for Charge {
+        type Message = serde_json::Value;
+        fn spec(&self) -> ConsumerSpec {
+            ConsumerSpec::new("pay").idempotency(&["id"]).max_retries(1)
+        }
+        fn transaction(&self) -> Option<DatabaseKind> {
+            Some(DatabaseKind::Postgres)
+        }
+        fn decode(&self, body: &[u8]) -> Result<Self::Message, DecodeError> {
+            serde_json::from_slice(body).map_err(|e| DecodeError(e.to_string()))
+        }
+        fn idempotency_key(&self, msg: &Self::Message, key: &mut KeyBuilder) {
+            if let Some(id) = msg["id"].as_str() {
+                key.push(id);
+            }
+        }
+        fn handle(
+            &self,
+            msg: Self::Message,
+            ctx: Context,
+        ) -> impl std::future::Future<Output = Result<(), HandlerError>> + Send + 'static {
+            async move {
+                let tx = ctx.take_tx().and_then(|t| t.downcast::<u32>().ok());
+                assert_eq!(tx.map(|b| *b), Some(7), "the handler gets the transaction");
+                match msg["do"].as_str() {
+                    Some("fail") => Err(HandlerError::retry("boom")),
+                    Some("reject") => Err(HandlerError::reject("no")),
+                    _ => Ok(()),
+                }
+            }
+        }
+    }
+
+    async fn run(
+        script: Script,
+        body: serde_json::Value,
+        spec: Option<ConsumerSpec>,
+    ) -> (Outcome, Vec<String>) {
+        run_with_id(script, body, spec, Some("m-1")).await
+    }
+
+    async fn run_with_id(
+        script: Script,
+        body: serde_json::Value,
+        spec: Option<ConsumerSpec>,
+        message_id: Option<&str>,
+    ) -> (Outcome, Vec<String>) {
+        let script = Arc::new(script);
+        let spec = spec.unwrap_or_else(|| Charge.spec());
+        let pipeline = Pipeline::new(
+            Charge,
+            spec,
+            Deps {
+                store: Arc::new(MemoryStore::new()),
+                publisher: Publisher::disconnected(),
+                state: Arc::default(),
+                inbox: Some(Arc::new(Scripted(script.clone()))),
+            },
+        );
+        let mut delivery = TestDelivery::json(&body).unwrap_or_default();
+        if let Some(id) = message_id {
+            delivery = delivery.message_id(id);
+        }
+        let outcome = pipeline.process(&delivery).await;
+        let log = script.log.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        (outcome, log)
+    }
+
+    #[tokio::test]
+    async fn each_answer_maps_to_its_outcome() {
+        let ok = serde_json::json!({"id": "P-1"});
+        let (o, log) = run(Script::default(), ok.clone(), None).await;
+        assert_eq!(o, Outcome::Ack);
+        assert_eq!(log, ["begin pay P-1", "commit"]);
+
+        let dup = Script {
+            begin: Some(Ok(false)),
+            ..Script::default()
+        };
+        assert_eq!(run(dup, ok.clone(), None).await.0, Outcome::Duplicate);
+
+        let down = Script {
+            begin: Some(Err("connection refused".into())),
+            ..Script::default()
+        };
+        let (o, _) = run(down, ok.clone(), None).await;
+        assert!(
+            matches!(&o, Outcome::Requeue { reason: RequeueReason::DatabaseUnavailable(e), .. } if e == "connection refused"),
+            "{o:?}"
+        );
+
+        let lost = Script {
+            commit: Some(Err(CommitError::Database("commit failed: reset".into()))),
+            ..Script::default()
+        };
+        let (o, _) = run(lost, ok.clone(), None).await;
+        assert!(
+            matches!(
+                o,
+                Outcome::Requeue {
+                    reason: RequeueReason::DatabaseUnavailable(_),
+                    ..
+                }
+            ),
+            "{o:?}"
+        );
+
+        let kept = Script {
+            commit: Some(Err(CommitError::TxKept)),
+            ..Script::default()
+        };
+        let (o, _) = run(kept, ok, None).await;
+        assert!(
+            matches!(&o, Outcome::Retry { error, .. } if error.contains("kept its mqkit::Tx")),
+            "{o:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn failures_roll_back() {
+        let (o, log) = run(
+            Script::default(),
+            serde_json::json!({"id": "P-2", "do": "fail"}),
+            None,
+        )
+        .await;
+        assert!(matches!(o, Outcome::Retry { attempt: 1, .. }), "{o:?}");
+        assert_eq!(log, ["begin pay P-2", "rollback"]);
+        let (o, log) = run(
+            Script::default(),
+            serde_json::json!({"id": "P-3", "do": "reject"}),
+            None,
+        )
+        .await;
+        assert!(
+            matches!(
+                o,
+                Outcome::DeadLetter {
+                    kind: DeadLetterKind::Rejected,
+                    ..
+                }
+            ),
+            "{o:?}"
+        );
+        assert_eq!(log, ["begin pay P-3", "rollback"]);
+    }
+
+    #[tokio::test]
+    async fn the_key_is_the_business_key_else_the_message_id() {
+        let by_id = ConsumerSpec::new("pay");
+        let (_, log) = run(Script::default(), serde_json::json!({"x": 1}), Some(by_id)).await;
+        assert_eq!(log, ["begin pay id:m-1", "commit"]);
+        let long = "k".repeat(600);
+        let (_, log) = run(Script::default(), serde_json::json!({"id": long}), None).await;
+        assert!(log[0].starts_with("begin pay uuid5:"), "{log:?}");
+        let (o, log) = run_with_id(
+            Script::default(),
+            serde_json::json!({"x": 1}),
+            Some(ConsumerSpec::new("pay")),
+            None,
+        )
+        .await;
+        assert!(
+            matches!(&o, Outcome::DeadLetter { kind: DeadLetterKind::Rejected, error, .. } if error.contains("message id")),
+            "{o:?}"
+        );
+        assert!(log.is_empty(), "no transaction without a key: {log:?}");
+    }
+}

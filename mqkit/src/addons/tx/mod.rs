@@ -245,3 +245,61 @@ async fn start<DB: TxDatabase>(
         }),
     })
 }
+
+/// What `mqkit::testing` needs to run a transactional handler against a
+/// real database: the inbox, and what committed transactions staged
+/// (taken instead of relayed, and marked sent so no relay sends them).
+pub(crate) struct TestOutbox {
+    pub(crate) inbox: Arc<dyn crate::core::inbox::Inbox>,
+    committed: tokio::sync::Mutex<mpsc::Receiver<relay::Committed>>,
+    mark_sent: MarkSent,
+}
+
+type MarkSent = Box<dyn Fn(Vec<i64>) -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
+
+impl TestOutbox {
+    /// Migrates `pool` and builds the test inbox over it.
+    pub(crate) async fn new<DB: TxDatabase>(pool: Pool<DB>) -> Result<Self, Error> {
+        DB::migrate(&pool).await.map_err(|e| {
+            Error::Database(format!(
+                "cannot create mqkit's tables in the test {} database: {e}",
+                DB::KIND
+            ))
+        })?;
+        let (tx, rx) = mpsc::channel(relay::RELAY_QUEUE);
+        let marker = pool.clone();
+        Ok(TestOutbox {
+            inbox: Arc::new(SqlInbox::new(pool, tx)),
+            committed: tokio::sync::Mutex::new(rx),
+            mark_sent: Box::new(move |ids| {
+                let pool = marker.clone();
+                Box::pin(async move {
+                    let mut conn = pool.acquire().await.map_err(|e| e.to_string())?;
+                    DB::mark_sent(&mut conn, &ids)
+                        .await
+                        .map_err(|e| e.to_string())
+                })
+            }),
+        })
+    }
+
+    /// The messages committed transactions staged since the last call, in
+    /// order; their rows are marked sent.
+    pub(crate) async fn take(&self) -> Result<Vec<crate::core::publish::Ready>, Error> {
+        let mut rx = self.committed.lock().await;
+        let mut ids = Vec::new();
+        let mut staged = Vec::new();
+        while let Ok(batch) = rx.try_recv() {
+            for (id, message) in batch.staged {
+                ids.push(id);
+                staged.push(message);
+            }
+        }
+        if !ids.is_empty() {
+            (self.mark_sent)(ids).await.map_err(|e| {
+                Error::Database(format!("cannot mark staged test messages sent: {e}"))
+            })?;
+        }
+        Ok(staged)
+    }
+}
