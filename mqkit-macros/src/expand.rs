@@ -1,9 +1,10 @@
 //! Step 3: emit the user's fn unchanged, a companion type named like it,
 //! its `mqkit::Consumer` implementation (spec as `ConsumerSpec::new` plus
-//! one setter per argument written, the handler's name and state types,
-//! JSON decode, key function, handler call with each `State<S>` taken from
-//! the context) and its registration. No behaviour lives here, and no defaults:
-//! those are the runtime's. On any error, `fallback` emits instead.
+//! one setter per argument written, the handler's name, state types and
+//! transaction's database, JSON decode, key function, handler call with
+//! each `State<S>` and the `Tx` taken from the context) and its
+//! registration. No behaviour lives here, and no defaults: those are the
+//! runtime's. On any error, `fallback` emits instead.
 
 use std::time::Duration;
 
@@ -95,16 +96,17 @@ fn expand(args: &Args, handler: &Handler<'_>) -> TokenStream {
         quote_spanned!(span=> #key_param.push(&#msg_param.#field);)
     });
     // The handler's arguments carry the user's spans, so that a message type
-    // that is not Send, a `Context` that is not mqkit's, or a `State<S>` that
-    // is not mqkit's or whose `S` is not `Clone + Send + Sync + 'static`, is
-    // reported in the signature (mixed-site idents would add "in this macro
-    // expansion"). Their names differ only in span, so they are one binding.
+    // that is not Send, a `Context` that is not mqkit's, a `State<S>` that
+    // is not mqkit's or whose `S` is not `Clone + Send + Sync + 'static`, or
+    // a `Tx` that is not mqkit's, is reported in the signature (mixed-site
+    // idents would add "in this macro expansion"). Their names differ only
+    // in span, so they are one binding.
     let body = Ident::new("__mqkit_body", Span::call_site());
     let err_local = Ident::new("__mqkit_error", Span::call_site());
     let msg_local = Ident::new("__mqkit_msg", msg.span());
     let context_span = handler.params.iter().find_map(|p| match p {
         Param::Context(ty) => Some(ty.span()),
-        Param::State(_) => None,
+        Param::State(_) | Param::Tx(_) => None,
     });
     let ctx_local = Ident::new("__mqkit_ctx", context_span.unwrap_or_else(Span::call_site));
     let state_types: Vec<&Type> = handler
@@ -112,26 +114,55 @@ fn expand(args: &Args, handler: &Handler<'_>) -> TokenStream {
         .iter()
         .filter_map(|p| match p {
             Param::State(ty) => Some(*ty),
-            Param::Context(_) => None,
+            Param::Context(_) | Param::Tx(_) => None,
         })
         .collect();
     let state_type_calls = state_types
         .iter()
         .map(|ty| quote_spanned!(ty.span()=> <#ty as #private::FromContext>::state_type()));
-    // Each state is taken from the context before the call moves it in.
+    // A consumer is transactional by its `Tx` parameter; the database is
+    // the one its type names (validate allows one `Tx`).
+    let transaction = handler.params.iter().find_map(|p| match p {
+        Param::Tx(ty) => {
+            let database = quote_spanned!(ty.span()=> <#ty as #private::TxParam>::DATABASE);
+            Some(quote! {
+                fn transaction(&self) -> ::core::option::Option<#private::DatabaseKind> {
+                    ::core::option::Option::Some(#database)
+                }
+            })
+        }
+        Param::Context(_) | Param::State(_) => None,
+    });
+    // Each state and the transaction are taken from the context before the
+    // call moves it in.
     let mut extractions = Vec::new();
     let mut call_args = vec![msg_local.clone()];
+    let mut states = 0;
     for param in &handler.params {
         match param {
             Param::Context(_) => call_args.push(ctx_local.clone()),
             Param::State(ty) => {
-                let local = Ident::new(&format!("__mqkit_state_{}", extractions.len()), ty.span());
+                let local = Ident::new(&format!("__mqkit_state_{states}"), ty.span());
+                states += 1;
                 let from_context = quote_spanned!(ty.span()=>
                     <#ty as #private::FromContext>::from_context(&#ctx_local)
                 );
                 extractions.push(quote! {
                     let #local = match #from_context {
                         ::core::result::Result::Ok(__mqkit_state) => __mqkit_state,
+                        ::core::result::Result::Err(#err_local) => return ::core::result::Result::Err(#err_local),
+                    };
+                });
+                call_args.push(local);
+            }
+            Param::Tx(ty) => {
+                let local = Ident::new("__mqkit_tx", ty.span());
+                let from_context = quote_spanned!(ty.span()=>
+                    <#ty as #private::TxParam>::from_context(&#ctx_local)
+                );
+                extractions.push(quote! {
+                    let #local = match #from_context {
+                        ::core::result::Result::Ok(__mqkit_tx) => __mqkit_tx,
                         ::core::result::Result::Err(#err_local) => return ::core::result::Result::Err(#err_local),
                     };
                 });
@@ -190,6 +221,8 @@ fn expand(args: &Args, handler: &Handler<'_>) -> TokenStream {
                 fn state_types(&self) -> ::std::vec::Vec<#private::StateType> {
                     ::std::vec::Vec::from([#(#state_type_calls),*])
                 }
+
+                #transaction
 
                 fn decode(&self, #body: &[u8]) -> ::core::result::Result<#msg, #private::DecodeError> {
                     // Generic over the consumer, so `DeserializeOwned` comes from

@@ -28,12 +28,19 @@
 //! //   mqkit::State(s): mqkit::State<S>       // a value given to the app with
 //! //                                          // `.state(value)`; once per S,
 //! //                                          // S: Clone + Send + Sync + 'static
+//! //   mut tx: mqkit::Tx                      // the delivery's database transaction
+//! //                                          // (mqkit feature `tx`): PostgreSQL, or
+//! //   mut tx: mqkit::Tx<sqlx::MySql>         // MySQL/MariaDB; at most once
 //! ```
 //!
 //! Parameters are recognised by the last segment of their type (`Context`,
-//! `State<S>`), so `use mqkit::{Context, State};` works; they may be
-//! patterns (`mqkit::State(deps): mqkit::State<Deps>`). `mqkit::Tx` is
-//! refused for now: transactional handlers are not supported yet.
+//! `State<S>`, `Tx` with or without arguments), so
+//! `use mqkit::{Context, State, Tx};` works; they may be patterns
+//! (`mqkit::State(deps): mqkit::State<Deps>`, `mut tx: mqkit::Tx`). A type
+//! that only looks like mqkit's is reported by the compiler on the user's
+//! type. A handler with a `Tx` parameter is transactional: it runs in a
+//! transaction that also holds the delivery's inbox row and the messages it
+//! stages, instead of the idempotency store.
 //!
 //! Durations are strings with a unit: `"250ms"`, `"5s"`, `"2m"`, `"24h"`.
 //! `crate` is a string holding a path (`"mq"`, `"my_facade::mqkit"`,
@@ -94,6 +101,27 @@
 //!         Err(e) => return Err(e),   // no such state given to the app
 //!     };
 //!     on_order(msg, state_0, ctx).await.map_err(Into::into)
+//! }
+//! ```
+//!
+//! A handler `async fn capture(p: Payment, mut tx: mqkit::Tx)` also names
+//! its transaction's database, which makes the consumer transactional, and
+//! its `handle` takes the `Tx` from the context the same way (the user's fn
+//! keeps its `mut tx` pattern):
+//!
+//! ```ignore
+//! fn transaction(&self) -> Option<DatabaseKind> {
+//!     Some(<mqkit::Tx as TxParam>::DATABASE)   // spanned on the user's type
+//! }
+//! fn handle(&self, msg: Payment, ctx: Context) -> impl Future<…> {
+//!     async move {
+//!         let tx = match <mqkit::Tx as TxParam>::from_context(&ctx) {
+//!             Ok(tx) => tx,
+//!             Err(e) => return Err(e),   // the runtime opened no transaction
+//!         };
+//!         drop(ctx);
+//!         capture(msg, tx).await.map_err(Into::into)
+//!     }
 //! }
 //! ```
 //!

@@ -100,6 +100,61 @@ fn state_without_context_drops_it_after_taking_the_states() {
 }
 
 #[test]
+fn tx_form() {
+    // The Tx is taken from the context like a state, in the declared
+    // order, and its type names the consumer's database.
+    insta::assert_snapshot!(expand(
+        quote!(queue = "payment", idempotency = "payment_id"),
+        quote! {
+            async fn capture(
+                p: Payment,
+                mqkit::State(deps): mqkit::State<Deps>,
+                mut tx: mqkit::Tx,
+                ctx: mqkit::Context,
+            ) -> Result<(), mqkit::HandlerError> {
+                Ok(())
+            }
+        },
+    ));
+}
+
+#[test]
+fn tx_without_context_drops_it_after_taking_the_tx() {
+    let out = expand(
+        quote!(queue = "payment"),
+        quote! {
+            async fn capture(p: Payment, mut tx: Tx<sqlx::MySql>) -> Result<(), mqkit::HandlerError> { Ok(()) }
+        },
+    );
+    let take = out.find("TxParam>::from_context(&__mqkit_ctx)");
+    let drop = out.find("::core::mem::drop(__mqkit_ctx)");
+    assert!(matches!((take, drop), (Some(t), Some(d)) if t < d), "{out}");
+    assert!(out.contains("capture(__mqkit_msg, __mqkit_tx)"), "{out}");
+    assert!(out.contains("fn transaction("), "{out}");
+    assert!(
+        out.contains("Tx<sqlx::MySql> as ::mqkit::__private::TxParam>::DATABASE"),
+        "{out}"
+    );
+    // The user's fn keeps its pattern.
+    assert!(
+        out.starts_with("async fn capture(\n    p: Payment,\n    mut tx: Tx<sqlx::MySql>,\n)"),
+        "{out}"
+    );
+}
+
+#[test]
+fn no_tx_no_transaction() {
+    let out = expand(
+        quote!(queue = "order"),
+        quote! {
+            async fn on_order(evt: OrderEvent, ctx: mqkit::Context) -> Result<(), mqkit::HandlerError> { Ok(()) }
+        },
+    );
+    assert!(!out.contains("fn transaction"), "{out}");
+    assert!(!out.contains("TxParam"), "{out}");
+}
+
+#[test]
 fn bad_parameters_are_all_reported() {
     let out = expand(
         quote!(queue = "order"),
@@ -113,11 +168,16 @@ fn bad_parameters_are_all_reported() {
                 e: &mqkit::Context,
                 f: mqkit::Tx,
                 g: Pool,
+                h: mqkit::Tx<sqlx::MySql>,
+                i: &mut mqkit::Tx,
             ) -> Result<(), mqkit::HandlerError> { Ok(()) }
         },
     );
-    // Second Context, second State<Deps>, by reference, Tx, not a parameter.
-    assert_eq!(out.matches("compile_error!").count(), 5, "{out}");
+    // Second Context, second State<Deps>, Context by reference, not a
+    // parameter, second Tx, Tx by reference; the first Tx is fine.
+    assert_eq!(out.matches("compile_error!").count(), 6, "{out}");
+    assert!(out.contains("a second `mqkit::Tx` parameter"), "{out}");
+    assert!(out.contains("take `mqkit::Tx` by value"), "{out}");
     assert!(!out.contains("REGISTRATION"), "{out}");
 }
 

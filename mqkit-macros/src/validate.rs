@@ -1,12 +1,13 @@
 //! Step 2: check the annotated item against the handler form
 //! `async fn f(msg: T, <params>) -> Result<(), E>`, where the parameters
-//! after the message are any of `mqkit::Context` (at most once) and
-//! `mqkit::State<S>` (once per `S`), in any order (saying what was found
-//! when it is no fn at all), and check the arguments against each other
-//! (`queue` present). Parameters are told apart by the last segment of
-//! their type as written: a macro cannot resolve paths, so a type that only
-//! looks like mqkit's is caught by the compiler, on the user's type.
-//! Produces a [`Handler`] describing what `expand` needs.
+//! after the message are any of `mqkit::Context` (at most once),
+//! `mqkit::State<S>` (once per `S`) and `mqkit::Tx` (at most once), in any
+//! order (saying what was found when it is no fn at all), and check the
+//! arguments against each other (`queue` present). Parameters are told
+//! apart by the last segment of their type as written: a macro cannot
+//! resolve paths, so a type that only looks like mqkit's is caught by the
+//! compiler, on the user's type. Produces a [`Handler`] describing what
+//! `expand` needs.
 
 use proc_macro2::{Span, TokenStream};
 use quote::{ToTokens, quote};
@@ -37,16 +38,17 @@ pub(crate) enum Param<'a> {
     Context(&'a Type),
     /// `mqkit::State<S>`: filled through `FromContext`.
     State(&'a Type),
+    /// `mqkit::Tx` or `mqkit::Tx<DB>`: taken through `TxParam`, which also
+    /// names its database.
+    Tx(&'a Type),
 }
 
-const FORMS: &str = "expected `async fn name(msg: T) -> Result<(), E>`, optionally with `ctx: mqkit::Context` and `mqkit::State(s): mqkit::State<S>` parameters after the message, in any order";
+const FORMS: &str = "expected `async fn name(msg: T) -> Result<(), E>`, optionally with `ctx: mqkit::Context`, `mqkit::State(s): mqkit::State<S>` and `mut tx: mqkit::Tx` parameters after the message, in any order";
 
 const METHOD: &str =
     "a consumer handler is a free function, not a method; take the message as the first parameter";
 
-const TX: &str = "transactional handlers (`mqkit::Tx`) are not supported yet by this version of mqkit; remove the `Tx` parameter";
-
-const OTHER_PARAM: &str = "handler parameters after the message must be `ctx: mqkit::Context` or `mqkit::State(s): mqkit::State<S>`, in any order; to share a value such as a database pool, give it to the app with `.state(value)` and take it as `mqkit::State<S>`";
+const OTHER_PARAM: &str = "handler parameters after the message must be `ctx: mqkit::Context`, `mqkit::State(s): mqkit::State<S>` or `mut tx: mqkit::Tx`, in any order; to share a value such as a database pool, give it to the app with `.state(value)` and take it as `mqkit::State<S>`";
 
 /// Checks `func`, reporting every problem to `errors`; returns the
 /// handler's parts when they could be found.
@@ -169,7 +171,8 @@ enum Kind<'a> {
     Context,
     /// `State<S>` with one type argument: `S`.
     State(&'a Type),
-    /// `Tx` or `Tx<Db>`: not supported yet.
+    /// `Tx` or `Tx<DB>`, with any arguments: whether they name a database
+    /// is the compiler's to say, through `TxParam`.
     Tx,
     /// `&Context`, `&mut State<S>`, …: what is behind the reference.
     Reference(&'a TypeReference, Box<Kind<'a>>),
@@ -205,10 +208,12 @@ fn classify_segment(last: &PathSegment) -> Kind<'_> {
 }
 
 /// The parameters after the message; an error on each one that is not a
-/// handler parameter, is a second `Context` or a second `State` of a type.
+/// handler parameter, is a second `Context`, a second `State` of a type or
+/// a second `Tx`.
 fn extra_params<'a>(rest: &[&'a FnArg], errors: &mut Errors) -> Vec<Param<'a>> {
     let mut params = Vec::new();
     let mut context_seen = false;
+    let mut tx_seen = false;
     // `S` of each `State<S>` so far, as token text: `Deps` and `crate::Deps`
     // look different here, but the same spelling twice is surely a slip.
     let mut states_seen: Vec<String> = Vec::new();
@@ -242,7 +247,14 @@ fn extra_params<'a>(rest: &[&'a FnArg], errors: &mut Errors) -> Vec<Param<'a>> {
                     params.push(Param::State(ty));
                 }
             }
-            Kind::Tx => errors.push(syn::Error::new_spanned(ty, TX)),
+            Kind::Tx if tx_seen => errors.push(syn::Error::new_spanned(
+                ty,
+                "a second `mqkit::Tx` parameter: a delivery has one transaction; take it once",
+            )),
+            Kind::Tx => {
+                tx_seen = true;
+                params.push(Param::Tx(ty));
+            }
             Kind::Reference(r, behind) => {
                 let message = match *behind {
                     Kind::Context => {
@@ -251,7 +263,7 @@ fn extra_params<'a>(rest: &[&'a FnArg], errors: &mut Errors) -> Vec<Param<'a>> {
                     Kind::State(_) => {
                         "take `mqkit::State<T>` by value (`mqkit::State(s): mqkit::State<T>`), not by reference: each call gets its own clone"
                     }
-                    Kind::Tx => TX,
+                    Kind::Tx => "take `mqkit::Tx` by value (`mut tx: mqkit::Tx`), not by reference",
                     _ => OTHER_PARAM,
                 };
                 errors.push(syn::Error::new_spanned(r, message));
