@@ -205,7 +205,7 @@ async fn retention(db: Db) {
         c.outbox.delete_batch = 500;
         c.outbox.delete_pause = Duration::from_millis(5);
     };
-    let mut first = tune;
+    let first = tune;
     let r = app(&test_db, &spec, &followups, |c| {
         first(c);
         c.outbox.retention_interval = Duration::from_secs(3600);
@@ -220,12 +220,12 @@ async fn retention(db: Db) {
             "now() - interval '2 hours'",
             "generate_series(1, 20000) AS s(n)",
         ),
-        Db::MariaDb => ("NOW(6) - INTERVAL 2 HOUR", "seq_1_to_20000 AS s(n)"),
+        Db::MariaDb => ("NOW(6) - INTERVAL 2 HOUR", "seq_1_to_20000 AS s"),
     };
     let n = if db == Db::Postgres {
         "s.n::text"
     } else {
-        "s.n"
+        "s.seq"
     };
     test_db.sql(&format!(
         "INSERT INTO mqkit_inbox (consumer, dedup_key, received_at) SELECT '{q}', CONCAT('old-', {n}), {old} FROM {seq}"

@@ -337,7 +337,7 @@ async fn broker_restart(db: Db) {
             "s.n::text",
             "gen_random_uuid()",
         ),
-        Db::MariaDb => ("seq_1_to_1000 AS s(n)", "s.n", "UUID()"),
+        Db::MariaDb => ("seq_1_to_1000 AS s", "s.seq", "UUID()"),
     };
     let q = &spec.queue;
     test_db.sql(&format!(
@@ -433,7 +433,7 @@ async fn two_instances(db: Db) {
             "s.n::text",
             "gen_random_uuid()",
         ),
-        Db::MariaDb => ("seq_1_to_5000 AS s(n)", "s.n", "UUID()"),
+        Db::MariaDb => ("seq_1_to_5000 AS s", "s.seq", "UUID()"),
     };
     test_db.sql(&format!(
         "INSERT INTO mqkit_outbox (batch_id, consumer, message_id, exchange, routing_key, properties, body, mandatory, created_at) \

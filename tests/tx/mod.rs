@@ -39,6 +39,9 @@ pub(crate) fn app(
         ..mqkit::Config::default()
     };
     tweak(&mut config);
+    if std::env::var_os("TEST_LOG").is_some() {
+        mqkit::init_logging();
+    }
     let spec = spec.clone();
     let app = mqkit::App::new()
         .config(config)

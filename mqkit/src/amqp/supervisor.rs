@@ -92,6 +92,11 @@ pub(crate) type SessionTask = Arc<
         + Sync,
 >;
 
+/// Work that must finish on shutdown after the consumers have drained and
+/// before the connection closes (the outbox relay sending what the last
+/// handlers committed); each bounds its own wait.
+pub(crate) type BeforeClose = Arc<dyn Fn() -> BoxFuture<'static, ()> + Send + Sync>;
+
 /// Why the service could not start or keep running.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum SupervisorError {
@@ -127,6 +132,8 @@ pub(crate) struct Supervisor {
     /// One per pipeline, in the same order.
     pub(crate) statuses: Vec<Arc<ConsumerStatus>>,
     pub(crate) extra: Vec<SessionTask>,
+    /// Run on shutdown before the connection closes.
+    pub(crate) before_close: Vec<BeforeClose>,
     pub(crate) publisher: Arc<BrokerPublisher>,
     pub(crate) state: watch::Sender<ConnectionState>,
     pub(crate) shutdown: CancellationToken,
@@ -345,6 +352,11 @@ impl Supervisor {
                 && matches!(end, SessionEnd::Shutdown)
             {
                 warn!(error = %e, "consumer ended with an error during shutdown");
+            }
+        }
+        if matches!(end, SessionEnd::Shutdown) {
+            for task in &self.before_close {
+                task().await;
             }
         }
         // On shutdown the connection closes cleanly; when the session is

@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::config::Config;
 use super::error::Error;
-use crate::amqp::supervisor::SessionTask;
+use crate::amqp::supervisor::{BeforeClose, SessionTask};
 use crate::core::idempotency::BoxFuture;
 use crate::core::inbox::{DatabaseKind, Inbox};
 use crate::core::publish::Publisher;
@@ -18,11 +18,16 @@ use crate::core::spec::ConsumerSpec;
 use crate::core::state::StateMap;
 
 /// What a started add-on runs: tasks on each session's connection (started
-/// with it, re-run after every reconnect) and background work beside the
-/// supervisor until the stop token it was started with is cancelled.
+/// with it, re-run after every reconnect), background work beside the
+/// supervisor until the stop token it was started with is cancelled (when
+/// the service has ended), and what must finish on shutdown before the
+/// connection closes.
 pub(crate) struct Addon {
     pub(crate) session_tasks: Vec<SessionTask>,
     pub(crate) background: BoxFuture<'static, ()>,
+    /// Run on shutdown once the handlers are done, before the connection
+    /// closes.
+    pub(crate) before_close: Option<BeforeClose>,
 }
 
 /// A transactional consumer, as add-ons see it.
@@ -31,6 +36,7 @@ pub(crate) struct TxConsumer {
     /// The handler function.
     pub(crate) handler: &'static str,
     /// Its spec in force.
+    #[cfg_attr(not(feature = "tx"), allow(dead_code))]
     pub(crate) spec: ConsumerSpec,
     /// The database of its `Tx`.
     pub(crate) kind: DatabaseKind,
@@ -40,10 +46,12 @@ pub(crate) struct TxConsumer {
 pub(crate) struct AddonInput<'a> {
     pub(crate) config: &'a Config,
     /// Every consumer's spec in force.
+    #[cfg_attr(not(feature = "dlq"), allow(dead_code))]
     pub(crate) specs: &'a [ConsumerSpec],
     /// The consumers whose handler takes `mqkit::Tx`.
     pub(crate) transactional: &'a [TxConsumer],
     /// Values add-ons set on the [`App`](crate::App) (a database pool).
+    #[cfg_attr(not(feature = "tx"), allow(dead_code))]
     pub(crate) extras: &'a StateMap,
 }
 
@@ -85,7 +93,7 @@ pub(crate) async fn prepare(input: &AddonInput<'_>) -> Result<Vec<Prepared>, Err
 }
 
 /// Runs `service` (the supervisor) with the add-ons' background work beside
-/// it; `stop` (a child of the shutdown token) is cancelled when the service
+/// it; `stop` (not the shutdown token) is cancelled when the service
 /// ends for any reason, and the background work is awaited (so pending
 /// alerts are sent).
 pub(crate) async fn beside<T>(

@@ -162,6 +162,13 @@ impl App {
         self
     }
 
+    /// Adjusts the settings in place (for add-ons' builder methods).
+    #[cfg_attr(not(feature = "tx"), allow(dead_code))]
+    pub(crate) fn with_config(mut self, change: impl FnOnce(&mut Config)) -> Self {
+        change(&mut self.config);
+        self
+    }
+
     /// Keeps a value for an add-on (what `App::database` gives).
     #[cfg_attr(not(feature = "tx"), allow(dead_code))]
     pub(crate) fn extra<T: Clone + Send + Sync + 'static>(mut self, value: T) -> Self {
@@ -365,13 +372,17 @@ impl App {
         // Add-ons' session tasks (the archiver's DLQ consumers) run on the
         // service's connection; their background work runs beside the
         // supervisor.
-        let addon_stop = shutdown.child_token();
+        // Cancelled once the service has ended (not when shutdown begins):
+        // the outbox relay sends what the last handlers commit.
+        let addon_stop = tokio_util::sync::CancellationToken::new();
         let mut extra = Vec::new();
         let mut background = Vec::new();
+        let mut before_close = Vec::new();
         for prepared in addons {
             let started = (prepared.start)(addon_stop.clone(), publisher.clone());
             extra.extend(started.session_tasks);
             background.push(started.background);
+            before_close.extend(started.before_close);
         }
         let supervisor = Supervisor {
             connect: self.config.connect_options(),
@@ -380,6 +391,7 @@ impl App {
             pipelines,
             statuses,
             extra,
+            before_close,
             publisher: broker,
             state,
             shutdown: shutdown.clone(),

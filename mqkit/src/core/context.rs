@@ -24,7 +24,10 @@ pub struct Context {
 /// Where a transactional delivery's `mqkit::Tx` waits until the handler's
 /// parameter takes it.
 #[derive(Clone, Default)]
-struct TxSlot(Option<Arc<Mutex<Option<Box<dyn Any + Send>>>>>);
+struct TxSlot(Option<Arc<Mutex<Option<ErasedTx>>>>);
+
+/// A transactional delivery's `Tx`, type-erased (core names no database).
+type ErasedTx = Box<dyn Any + Send>;
 
 impl fmt::Debug for TxSlot {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -83,6 +86,7 @@ impl Context {
         self
     }
 
+    #[cfg_attr(not(feature = "tx"), allow(dead_code))]
     /// Takes the delivery's `Tx` (once; `None` for a consumer that is not
     /// transactional or when it was taken).
     pub(crate) fn take_tx(&self) -> Option<Box<dyn Any + Send>> {
@@ -98,6 +102,7 @@ impl Context {
     }
 
     /// The delivery's properties, shared.
+    #[cfg_attr(not(feature = "tx"), allow(dead_code))]
     pub(crate) fn shared_properties(&self) -> Arc<Properties> {
         self.properties.clone()
     }

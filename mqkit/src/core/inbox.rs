@@ -44,6 +44,7 @@ impl fmt::Display for DatabaseKind {
 pub(crate) struct InboxError(pub(crate) String);
 
 /// What [`Inbox::begin`] found.
+#[cfg_attr(not(feature = "tx"), allow(dead_code))]
 pub(crate) enum Begun {
     /// A transaction is open and holds this delivery's inbox row.
     Fresh(Box<dyn OpenTx>),
@@ -68,6 +69,7 @@ pub(crate) trait Inbox: Send + Sync + 'static {
 
 /// How committing went.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(not(feature = "tx"), allow(dead_code))]
 pub(crate) enum CommitError {
     /// The commit failed or its result is unknown (connection lost): the
     /// delivery is requeued, and its inbox row decides on the next try.
@@ -203,6 +205,7 @@ mod tests {
                 key.push(id);
             }
         }
+        #[allow(clippy::manual_async_fn)] // the trait's form
         fn handle(
             &self,
             msg: Self::Message,

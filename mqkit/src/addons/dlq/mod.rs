@@ -60,6 +60,7 @@ pub(crate) mod addon {
                 Addon {
                     session_tasks,
                     background,
+                    before_close: None,
                 }
             }),
         }))

@@ -479,7 +479,9 @@ impl Dialect for MySql {
     ) -> BoxFuture<'_, Result<Vec<OutboxRow>>> {
         Box::pin(async move {
             let rows: Vec<Row> = sqlx::query_as(
-                "SELECT id, batch_id, exchange, routing_key, properties, body, mandatory, attempts \
+                // The binary collation makes the text columns VARBINARY to
+                // the client: converted back to text here.
+                "SELECT id, CAST(batch_id AS CHAR), CAST(exchange AS CHAR), CAST(routing_key AS CHAR), properties, body, mandatory, attempts \
                  FROM mqkit_outbox \
                  WHERE sent_at IS NULL AND created_at < NOW(6) - INTERVAL ? MICROSECOND AND next_attempt_at <= NOW(6) \
                  ORDER BY id LIMIT ? FOR UPDATE SKIP LOCKED",

@@ -68,6 +68,14 @@ impl<DB: TxDatabase> Tx<DB> {
         )
     }
 
+    /// The delivery's transaction, for a hand-written
+    /// [`Consumer`](crate::Consumer) whose
+    /// [`transaction`](crate::Consumer::transaction) returns `Some` (the
+    /// macro calls this for a `Tx` parameter). Once per delivery.
+    pub fn take(ctx: &Context) -> Result<Self, HandlerError> {
+        <Self as TxParam>::from_context(ctx)
+    }
+
     fn open(&mut self) -> &mut Open<DB> {
         // `open` is taken only in `drop`.
         match &mut self.open {

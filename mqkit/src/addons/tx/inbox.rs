@@ -10,7 +10,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::TxDatabase;
 use super::handle::{Open, Tx};
-use super::relay::Committed;
+use super::relay::{Committed, Pending};
 use crate::core::context::Context;
 use crate::core::idempotency::BoxFuture;
 use crate::core::inbox::{Begun, CommitError, Inbox, InboxError, OpenTx};
@@ -18,6 +18,7 @@ use crate::core::inbox::{Begun, CommitError, Inbox, InboxError, OpenTx};
 /// The inbox of one database.
 pub(crate) struct SqlInbox<DB: TxDatabase> {
     pool: sqlx::Pool<DB>,
+    pending: Arc<Pending>,
     /// Committed batches for the relay; when it is full, the sweeper
     /// publishes them instead (a little later), so a handler never waits
     /// for the relay.
@@ -25,8 +26,16 @@ pub(crate) struct SqlInbox<DB: TxDatabase> {
 }
 
 impl<DB: TxDatabase> SqlInbox<DB> {
-    pub(crate) fn new(pool: sqlx::Pool<DB>, relay: mpsc::Sender<Committed>) -> Self {
-        SqlInbox { pool, relay }
+    pub(crate) fn new(
+        pool: sqlx::Pool<DB>,
+        relay: mpsc::Sender<Committed>,
+        pending: Arc<Pending>,
+    ) -> Self {
+        SqlInbox {
+            pool,
+            pending,
+            relay,
+        }
     }
 }
 
@@ -69,23 +78,25 @@ impl<DB: TxDatabase> Inbox for SqlInbox<DB> {
                 staged: Vec::new(),
             };
             let (handle, back) = Tx::new(open);
-            Ok(Begun::Fresh(Box::new(Pending {
+            Ok(Begun::Fresh(Box::new(Lent {
                 handle: Some(handle),
                 back,
                 relay: self.relay.clone(),
+                pending: self.pending.clone(),
             })))
         })
     }
 }
 
 /// A transaction lent to a handler.
-struct Pending<DB: TxDatabase> {
+struct Lent<DB: TxDatabase> {
     handle: Option<Tx<DB>>,
     back: oneshot::Receiver<Open<DB>>,
     relay: mpsc::Sender<Committed>,
+    pending: Arc<Pending>,
 }
 
-impl<DB: TxDatabase> OpenTx for Pending<DB> {
+impl<DB: TxDatabase> OpenTx for Lent<DB> {
     fn hand_out(&mut self) -> Box<dyn Any + Send> {
         match self.handle.take() {
             Some(tx) => Box::new(tx),
@@ -107,8 +118,15 @@ impl<DB: TxDatabase> OpenTx for Pending<DB> {
                 .await
                 .map_err(|e| CommitError::Database(db_error("commit failed", &e)))?;
             if !staged.is_empty() {
-                // Full (the relay is behind): the sweeper sends them.
-                let _ = self.relay.try_send(Committed { staged });
+                self.pending.add();
+                if self.relay.try_send(Committed { staged }).is_err() {
+                    // Full (the relay is behind) or stopped: the sweeper
+                    // sends them a few seconds later.
+                    self.pending.done_one();
+                    tracing::debug!(
+                        "outbox relay is behind; the sweeper sends this transaction's messages"
+                    );
+                }
             }
             Ok(())
         })

@@ -56,6 +56,14 @@ impl crate::App {
     pub fn database<DB: TxDatabase>(self, pool: Pool<DB>) -> Self {
         self.extra(pool)
     }
+
+    /// The database of the transactional consumers by URL
+    /// (`MQKIT_DATABASE_URL`): `postgres://…` or `mysql://…`. mqkit sizes
+    /// the handlers' pool to their total concurrency (at most 100) and
+    /// keeps 3 more connections for the relay, the sweeper and retention.
+    pub fn database_url(self, url: &str) -> Self {
+        self.with_config(|c| c.database_url = Some(url.to_owned()))
+    }
 }
 
 /// The add-on factory: `None` when no consumer is transactional.
@@ -82,12 +90,12 @@ async fn prepare(input: &AddonInput<'_>) -> Result<Option<Prepared>, Error> {
         .iter()
         .map(|c| u32::from(c.spec.concurrency.max(1)))
         .sum();
-    // Each running handler holds a connection; the relay, the sweeper and
-    // retention need a few more.
-    let size = (concurrency + 4).min(100);
+    // Each running handler holds one connection (its transaction); the
+    // relay, sweeper and retention have their own (BACKGROUND_CONNECTIONS).
+    let size = concurrency.clamp(1, 100);
     let configured = match (given_pg, given_my, url) {
-        (Some(pool), _, _) => Given::Postgres(pool, "App::database".to_owned()),
-        (None, Some(pool), _) => Given::MySql(pool, "App::database".to_owned()),
+        (Some(pool), _, _) => Given::Postgres(pool, "App::database".to_owned(), None),
+        (None, Some(pool), _) => Given::MySql(pool, "App::database".to_owned(), None),
         (None, None, Some(url)) => Given::from_url(url, size)?,
         (None, None, None) => {
             return Err(Error::NoDatabase {
@@ -111,16 +119,18 @@ async fn prepare(input: &AddonInput<'_>) -> Result<Option<Prepared>, Error> {
     }
     let deadline = input.config.startup_timeout;
     let prepared = match configured {
-        Given::Postgres(pool, shown) => start(pool, &shown, input, deadline).await?,
-        Given::MySql(pool, shown) => start(pool, &shown, input, deadline).await?,
+        Given::Postgres(pool, shown, own) => start(pool, own, &shown, input, deadline).await?,
+        Given::MySql(pool, shown, own) => start(pool, own, &shown, input, deadline).await?,
     };
     Ok(Some(prepared))
 }
 
-/// The configured database.
+/// The configured database: the handlers' pool, how it is shown in logs,
+/// and (from a URL) a small pool of its own for the relay, the sweeper and
+/// retention, so they never wait behind busy handlers.
 enum Given {
-    Postgres(Pool<Postgres>, String),
-    MySql(Pool<MySql>, String),
+    Postgres(Pool<Postgres>, String, Option<Pool<Postgres>>),
+    MySql(Pool<MySql>, String, Option<Pool<MySql>>),
 }
 
 impl Given {
@@ -143,16 +153,18 @@ impl Given {
                 let options: sqlx::postgres::PgConnectOptions = url
                     .parse()
                     .map_err(|e| bad(format!("not a valid PostgreSQL URL: {e}")))?;
-                let pool = pool_options(size).connect_lazy_with(options);
-                Ok(Given::Postgres(pool, shown_as))
+                let pool = pool_options(size).connect_lazy_with(options.clone());
+                let own = pool_options(BACKGROUND_CONNECTIONS).connect_lazy_with(options);
+                Ok(Given::Postgres(pool, shown_as, Some(own)))
             }
             Some("mysql" | "mariadb") => {
                 let url = url.replacen("mariadb://", "mysql://", 1);
                 let options: sqlx::mysql::MySqlConnectOptions = url
                     .parse()
                     .map_err(|e| bad(format!("not a valid MySQL URL: {e}")))?;
-                let pool = pool_options(size).connect_lazy_with(options);
-                Ok(Given::MySql(pool, shown_as))
+                let pool = pool_options(size).connect_lazy_with(options.clone());
+                let own = pool_options(BACKGROUND_CONNECTIONS).connect_lazy_with(options);
+                Ok(Given::MySql(pool, shown_as, Some(own)))
             }
             _ => Err(bad(
                 "the scheme must be postgres:// (PostgreSQL) or mysql:// (MySQL/MariaDB)"
@@ -161,6 +173,13 @@ impl Given {
         }
     }
 }
+
+/// Connections of the relay, sweeper and retention (from a URL).
+const BACKGROUND_CONNECTIONS: u32 = 3;
+
+/// How long a shutdown waits for the relay to send what the last handlers
+/// committed, before the connection closes.
+const SHUTDOWN_RELAY_WAIT: Duration = Duration::from_secs(5);
 
 fn pool_options<DB: sqlx::Database>(size: u32) -> sqlx::pool::PoolOptions<DB> {
     // A database that is down fails a delivery after 5 s (it is requeued)
@@ -181,6 +200,7 @@ fn example_url(kind: DatabaseKind) -> &'static str {
 /// relay, sweeper and retention tasks.
 async fn start<DB: TxDatabase>(
     pool: Pool<DB>,
+    own: Option<Pool<DB>>,
     shown: &str,
     input: &AddonInput<'_>,
     deadline: Duration,
@@ -203,7 +223,9 @@ async fn start<DB: TxDatabase>(
         }
     }
     let (relay_tx, relay_rx) = mpsc::channel(relay::RELAY_QUEUE);
-    let inbox = Arc::new(SqlInbox::new(pool.clone(), relay_tx));
+    let pending = Arc::new(relay::Pending::default());
+    let inbox = Arc::new(SqlInbox::new(pool.clone(), relay_tx, pending.clone()));
+    let background_pool = own.unwrap_or(pool);
     let tuning = input.config.outbox;
     let inboxes: retention::InboxAges = input
         .transactional
@@ -227,13 +249,14 @@ async fn start<DB: TxDatabase>(
         inbox: Some(inbox),
         start: Box::new(move |stop, publisher| {
             let outbox = Arc::new(relay::Outbox {
-                pool,
+                pool: background_pool,
                 publisher,
                 tuning,
             });
+            let drained = pending.clone();
             let background = async move {
                 tokio::join!(
-                    relay::relay(outbox.clone(), relay_rx, stop.clone()),
+                    relay::relay(outbox.clone(), relay_rx, pending, stop.clone()),
                     relay::sweeper(outbox.clone(), stop.clone()),
                     retention::retention(outbox, inboxes, stop),
                 );
@@ -241,6 +264,10 @@ async fn start<DB: TxDatabase>(
             Addon {
                 session_tasks: Vec::new(),
                 background: Box::pin(background),
+                before_close: Some(Arc::new(move || {
+                    let pending = drained.clone();
+                    Box::pin(async move { pending.drained(SHUTDOWN_RELAY_WAIT).await })
+                })),
             }
         }),
     })
@@ -269,7 +296,7 @@ impl TestOutbox {
         let (tx, rx) = mpsc::channel(relay::RELAY_QUEUE);
         let marker = pool.clone();
         Ok(TestOutbox {
-            inbox: Arc::new(SqlInbox::new(pool, tx)),
+            inbox: Arc::new(SqlInbox::new(pool, tx, Arc::default())),
             committed: tokio::sync::Mutex::new(rx),
             mark_sent: Box::new(move |ids| {
                 let pool = marker.clone();

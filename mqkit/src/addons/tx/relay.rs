@@ -44,6 +44,49 @@ const SWEEP_ROWS: i64 = 200;
 /// Longest back-off of a row whose publish failed.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
+/// Committed batches handed to the relay and not yet through it: what a
+/// shutdown waits for before the connection closes.
+#[derive(Debug, Default)]
+pub(crate) struct Pending {
+    batches: std::sync::atomic::AtomicUsize,
+}
+
+impl Pending {
+    pub(crate) fn add(&self) {
+        self.batches
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    }
+
+    pub(crate) fn done_one(&self) {
+        self.done(1);
+    }
+
+    fn done(&self, n: usize) {
+        self.batches
+            .fetch_sub(n, std::sync::atomic::Ordering::AcqRel);
+    }
+
+    /// Waits until the relay has taken every batch handed to it, at most
+    /// `limit` (what is left is the sweeper's, later).
+    pub(crate) async fn drained(&self, limit: Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let left = self.batches.load(std::sync::atomic::Ordering::Acquire);
+            if left == 0 {
+                return;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                warn!(
+                    batches = left,
+                    "shutdown: outbox relay not done in time; the sweeper of the next instance sends the rest"
+                );
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
 /// What the relay and the sweeper share.
 pub(crate) struct Outbox<DB: TxDatabase> {
     pub(crate) pool: sqlx::Pool<DB>,
@@ -163,6 +206,13 @@ impl<DB: TxDatabase> Outbox<DB> {
             .map_err(|e| db_error("cannot lock outbox rows", &e))?
             .into_iter()
             .collect();
+        if locked.len() < ids.len() {
+            debug!(
+                rows = ids.len(),
+                locked = locked.len(),
+                "outbox relay: rows sent or locked elsewhere are left to their owner"
+            );
+        }
         let work: Vec<Vec<Item<'_>>> = batches
             .iter()
             .map(|b| {
@@ -263,6 +313,7 @@ fn item_of(row: &OutboxRow, properties: Properties) -> Item<'_> {
 pub(crate) async fn relay<DB: TxDatabase>(
     outbox: Arc<Outbox<DB>>,
     mut committed: mpsc::Receiver<Committed>,
+    pending: Arc<Pending>,
     stop: CancellationToken,
 ) {
     loop {
@@ -284,6 +335,7 @@ pub(crate) async fn relay<DB: TxDatabase>(
             // The rows are committed: the sweeper publishes them.
             warn!(error = %e, batches = batches.len(), "outbox relay failed; the sweeper publishes these rows");
         }
+        pending.done(batches.len());
     }
 }
 
