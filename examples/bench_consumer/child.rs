@@ -19,6 +19,7 @@ use serde_json::json;
 use tokio::sync::{Notify, Semaphore};
 
 use crate::procfs::{Memory, cpu_secs, memory_kb};
+use crate::transactional::{self, Followups, HandTx};
 use crate::{Args, BoxError, OrderEvent, Role};
 
 // What a child has done, shared by its handlers (one consumer per process).
@@ -31,7 +32,7 @@ static DONE: Notify = Notify::const_new();
 /// The handler logic, identical for both consumers: a trivial check of the
 /// decoded fields, and counting. The first call records the idle memory
 /// (connected, consuming, nothing handled yet) and starts the clock.
-fn handle_order(evt: &OrderEvent) -> bool {
+pub(crate) fn handle_order(evt: &OrderEvent) -> bool {
     FIRST.get_or_init(|| {
         IDLE.get_or_init(|| (memory_kb(), cpu_secs(std::process::id())));
         Instant::now()
@@ -80,7 +81,12 @@ pub(crate) const CHILD_TIMEOUT: Duration = Duration::from_secs(600);
 
 pub(crate) async fn child(role: Role, args: &Args) -> Result<(), BoxError> {
     EXPECT.store(args.expect, Ordering::Relaxed);
-    let (startup, handled_at_startup, end) = match role {
+    let Stopped {
+        startup,
+        handled_at_startup,
+        end,
+        followup_wait,
+    } = match role {
         Role::Hand => run_hand(args).await?,
         Role::Mqkit => run_mqkit(args).await?,
     };
@@ -107,6 +113,7 @@ pub(crate) async fn child(role: Role, args: &Args) -> Result<(), BoxError> {
             "handled_at_startup": handled_at_startup,
             "end_rss_anon_kb": end_mem.anon,
             "end_rss_file_kb": end_mem.file,
+            "followup_wait_s": followup_wait.as_secs_f64(),
         })
     );
     Ok(())
@@ -118,15 +125,34 @@ async fn wait_done() -> Result<(), BoxError> {
         .map_err(|_| format!("not all messages handled within {CHILD_TIMEOUT:?}").into())
 }
 
+/// How a consumer's run ended.
+struct Stopped {
+    /// Memory when it was connected and consuming.
+    startup: Memory,
+    /// Messages handled by then.
+    handled_at_startup: u64,
+    /// When it had closed gracefully.
+    end: Instant,
+    /// Variant (t), mqkit: from the last handler call until every
+    /// follow-up was in its queue.
+    followup_wait: Duration,
+}
+
 /// The mqkit consumer: the App builder, as a service would use it.
-async fn run_mqkit(args: &Args) -> Result<(Memory, u64, Instant), BoxError> {
+/// Variant (t)'s run ends once every follow-up is in its queue, since
+/// mqkit acks a delivery before its relay publishes the follow-up.
+async fn run_mqkit(args: &Args) -> Result<Stopped, BoxError> {
     let (queue, prefetch) = (args.queue.clone(), args.prefetch);
     let adjust = move |spec: &mut ConsumerSpec| {
         spec.rename_queue(queue);
         spec.prefetch = prefetch;
         spec.concurrency = prefetch;
     };
-    let mut app = mqkit::App::new().amqp_url(&args.amqp_url);
+    let mut config = mqkit::Config::default();
+    if args.variant.transactional() {
+        config.database_url = Some(args.database_url.clone());
+    }
+    let mut app = mqkit::App::new().config(config).amqp_url(&args.amqp_url);
     if args.observe {
         tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
@@ -135,31 +161,54 @@ async fn run_mqkit(args: &Args) -> Result<(Memory, u64, Instant), BoxError> {
             .init();
         app = app.http_addr("127.0.0.1:0");
     }
-    let app = if args.variant.idempotent() {
-        app.redis_url(&args.redis_url)
-            .consumer_with(bench_idem {}, adjust)
+    let (app, followups) = if args.variant.transactional() {
+        let followups = Followups::watch(args).await?;
+        (transactional::mqkit_app(app, args, adjust), Some(followups))
+    } else if args.variant.idempotent() {
+        let app = app
+            .redis_url(&args.redis_url)
+            .consumer_with(bench_idem {}, adjust);
+        (app, None)
     } else {
-        app.consumer_with(bench_plain {}, adjust)
+        (app.consumer_with(bench_plain {}, adjust), None)
     };
     let running = app.start().await?;
     let startup = memory_kb();
     let at_startup = HANDLED.load(Ordering::Relaxed);
     wait_done().await?;
+    let mut followup_wait = Duration::ZERO;
+    if let Some(followups) = &followups {
+        let last_call = Instant::now();
+        followups.wait_for(args.expect).await?;
+        followup_wait = last_call.elapsed();
+    }
     running.shutdown().await?;
-    Ok((startup, at_startup, Instant::now()))
+    let end = Instant::now();
+    if let Some(followups) = followups {
+        followups.close().await;
+    }
+    Ok(Stopped {
+        startup,
+        handled_at_startup: at_startup,
+        end,
+        followup_wait,
+    })
 }
 
 /// What the hand-written consumer's tasks share.
 struct Hand {
     redis: Option<deadpool_redis::Pool>,
+    /// Variant (t): the database and the follow-up channel.
+    tx: Option<HandTx>,
     get_per_command: bool,
     key_prefix: String,
 }
 
 /// The hand-written consumer, as a careful lapin user writes it: manual
 /// acks, `basic.qos(prefetch)`, handlers spawned up to the prefetch, acks
-/// from the handler tasks, a graceful stop.
-async fn run_hand(args: &Args) -> Result<(Memory, u64, Instant), BoxError> {
+/// from the handler tasks, a graceful stop. Variant (t)'s handler is
+/// [`transactional::handle_hand_tx`].
+async fn run_hand(args: &Args) -> Result<Stopped, BoxError> {
     let queue = args.queue.as_str();
     let connection = Connection::connect(&args.amqp_url, ConnectionProperties::default()).await?;
     let channel = connection.create_channel().await?;
@@ -183,8 +232,14 @@ async fn run_hand(args: &Args) -> Result<(Memory, u64, Instant), BoxError> {
     } else {
         None
     };
+    let tx = if args.variant.transactional() {
+        Some(HandTx::new(args, &connection).await?)
+    } else {
+        None
+    };
     let hand = Arc::new(Hand {
         redis,
+        tx,
         get_per_command: args.hand_get_per_command,
         key_prefix: format!("mqkit:idem:{queue}:"),
     });
@@ -229,12 +284,23 @@ async fn run_hand(args: &Args) -> Result<(Memory, u64, Instant), BoxError> {
     // Every handler task has finished (and acked) once all permits are back.
     let all = u32::try_from(permits)?;
     drop(slots.acquire_many(all).await?);
+    if let Some(tx) = &hand.tx {
+        tx.close().await;
+    }
     channel.close(200, "OK".into()).await?;
     connection.close(200, "OK".into()).await?;
-    Ok((startup, at_startup, Instant::now()))
+    Ok(Stopped {
+        startup,
+        handled_at_startup: at_startup,
+        end: Instant::now(),
+        followup_wait: Duration::ZERO,
+    })
 }
 
 async fn handle_hand(hand: &Hand, delivery: Delivery) {
+    if let Some(tx) = &hand.tx {
+        return transactional::handle_hand_tx(tx, delivery).await;
+    }
     let evt: OrderEvent = match serde_json::from_slice(&delivery.data) {
         Ok(evt) => evt,
         Err(_) => return reject(&delivery).await,
@@ -288,11 +354,11 @@ async fn handle_hand(hand: &Hand, delivery: Delivery) {
     }
 }
 
-async fn ack(delivery: &Delivery) {
+pub(crate) async fn ack(delivery: &Delivery) {
     let _ = delivery.ack(BasicAckOptions::default()).await;
 }
 
-async fn reject(delivery: &Delivery) {
+pub(crate) async fn reject(delivery: &Delivery) {
     let _ = delivery
         .nack(BasicNackOptions {
             requeue: false,
@@ -301,7 +367,7 @@ async fn reject(delivery: &Delivery) {
         .await;
 }
 
-async fn requeue(delivery: &Delivery) {
+pub(crate) async fn requeue(delivery: &Delivery) {
     let _ = delivery
         .nack(BasicNackOptions {
             requeue: true,

@@ -1,13 +1,19 @@
 //! Throughput and memory of an mqkit consumer against a hand-written lapin
 //! consumer doing the same work, on the local RabbitMQ (and Redis for
-//! variant c).
+//! variant c, PostgreSQL for variant t).
 //!
 //! ```text
 //! cargo run --release -p mqkit-examples --example bench_consumer -- --messages 50000 --rounds 3
+//! cargo run --release -p mqkit-examples --example bench_consumer -- --messages 20000 --variants t
 //! ```
 //!
 //! Variants: (a) prefetch 1, (b) prefetch 100, (c) prefetch 100 plus the
-//! two-step Redis idempotency check per message. For each variant and round
+//! two-step Redis idempotency check per message, (t) prefetch 100,
+//! transactional on PostgreSQL: per message one effect row insert plus one
+//! follow-up event, exactly once. The default set is `abc`; `t` runs only
+//! when asked for (`--variants t` or `abct`).
+//!
+//! For each variant and round
 //! the parent fills a fresh durable queue with N persistent ~250-byte JSON
 //! order events (publisher confirms, many in flight), then runs one consumer
 //! in a child process (this binary again, with the hidden `--role` option)
@@ -15,13 +21,38 @@
 //! A child reports its elapsed time (first handler call until the graceful
 //! close after the last ack), its idle RSS (`VmRSS` at the first handler
 //! call: connected and consuming, nothing handled yet) and its peak RSS
-//! (`VmHWM` at the end), and its CPU time; the parent adds RabbitMQ's and
-//! Redis's CPU time and Redis's command counts during the run. It prints a
-//! table and writes it as JSON to `target/bench/consumer.json` (`--out` to
-//! change).
+//! (`VmHWM` at the end), and its CPU time; the parent adds RabbitMQ's,
+//! Redis's and PostgreSQL's CPU time (all `postgres` processes, including
+//! backends that ended during the run) and Redis's command counts during
+//! the run. It prints a table and writes it as JSON to
+//! `target/bench/consumer.json` (`--out` to change).
 //!
-//! Options: `--messages N` (10000), `--rounds R` (3), `--variants abc`,
-//! `--amqp-url URL`, `--redis-url URL`, `--out PATH`, and
+//! Variant (t), in `transactional.rs`: mqkit's handler takes `mqkit::Tx`
+//! (inbox row keyed on `order_id,event_type`, one `INSERT` into the effect
+//! table, one follow-up staged with `tx.publish_json` to a per-run durable
+//! queue; mqkit commits, acks, and its relay publishes the follow-up). The
+//! hand-written one does the same with lapin and sqlx (a pool of 100, as
+//! mqkit's for concurrency 100): `BEGIN`, its own inbox row
+//! (`ON CONFLICT DO NOTHING`; none inserted = a duplicate, rolled back and
+//! acked), the effect row, `COMMIT`, then the follow-up on a confirm-mode
+//! channel (persistent, mandatory), its confirm awaited, then the ack. It
+//! has no outbox: a crash between the commit and the confirm loses the
+//! follow-up, which is what mqkit's outbox adds. The mqkit child's clock
+//! stops only once every follow-up is in the follow-up queue, since mqkit
+//! acks before its relay publishes. The parent creates the effect and
+//! hand-written inbox tables (`bench_effects_<pid>`, `bench_inbox_<pid>`)
+//! in the database at `--database-url`, empties them before each run, and
+//! after each run checks N effect rows, N inbox rows and N messages in the
+//! follow-up queue (an error otherwise), deletes mqkit's `mqkit_inbox` and
+//! `mqkit_outbox` rows of the run's queue, and drops its tables at the end.
+//! The machine's PostgreSQL must allow about 100 connections besides
+//! whatever else uses it (the default `max_connections` is 100), since
+//! each consumer holds up to 100.
+//!
+//! Options: `--messages N` (10000), `--rounds R` (3), `--variants abc`
+//! (any of `abct`), `--amqp-url URL`, `--redis-url URL`,
+//! `--database-url URL` (`postgres://postgres@127.0.0.1:5432/test`, variant
+//! t), `--out PATH`, and
 //! `--hand-redis-get per-command` to have the hand-written consumer check a
 //! Redis connection out of the pool per command, as mqkit's `RedisStore`
 //! does, instead of once per message; `--observe` to run the mqkit consumer
@@ -29,13 +60,15 @@
 //! at `info` (a live span per delivery), for the cost of observability
 //! against a run without it.
 //!
-//! Layout: `child.rs` (the two consumers), `parent.rs` (queues, prefill,
-//! children, cleanup), `report.rs` (table, JSON), `procfs.rs` (`/proc`).
+//! Layout: `child.rs` (the two consumers), `transactional.rs` (variant t's
+//! consumers and tables), `parent.rs` (queues, prefill, children, cleanup),
+//! `report.rs` (table, JSON), `procfs.rs` (`/proc`).
 
 mod child;
 mod parent;
 mod procfs;
 mod report;
+mod transactional;
 
 use std::path::PathBuf;
 
@@ -58,6 +91,7 @@ enum Variant {
     A,
     B,
     C,
+    T,
 }
 
 impl Variant {
@@ -66,7 +100,8 @@ impl Variant {
             "a" => Ok(Variant::A),
             "b" => Ok(Variant::B),
             "c" => Ok(Variant::C),
-            _ => Err(format!("unknown variant {s:?} (a, b or c)").into()),
+            "t" => Ok(Variant::T),
+            _ => Err(format!("unknown variant {s:?} (a, b, c or t)").into()),
         }
     }
     fn name(self) -> &'static str {
@@ -74,6 +109,7 @@ impl Variant {
             Variant::A => "a",
             Variant::B => "b",
             Variant::C => "c",
+            Variant::T => "t",
         }
     }
     fn describe(self) -> &'static str {
@@ -81,13 +117,19 @@ impl Variant {
             Variant::A => "prefetch 1",
             Variant::B => "prefetch 100",
             Variant::C => "prefetch 100 + Redis idempotency",
+            Variant::T => "prefetch 100 + PostgreSQL tx",
         }
     }
     fn prefetch(self) -> u16 {
         if self == Variant::A { 1 } else { 100 }
     }
+    /// Redis idempotency (variant c).
     fn idempotent(self) -> bool {
         self == Variant::C
+    }
+    /// A database transaction per message (variant t).
+    fn transactional(self) -> bool {
+        self == Variant::T
     }
 }
 
@@ -113,6 +155,7 @@ struct Args {
     variants: Vec<Variant>,
     amqp_url: String,
     redis_url: String,
+    database_url: String,
     out: Option<PathBuf>,
     /// The hand-written consumer takes a pooled Redis connection once per
     /// message (default) or once per command, as mqkit does.
@@ -127,6 +170,8 @@ struct Args {
     prefetch: u16,
     variant: Variant,
     expect: u64,
+    /// Variant t's table names end in `_<tables>` (the parent's pid).
+    tables: String,
 }
 
 impl Args {
@@ -137,6 +182,7 @@ impl Args {
             variants: vec![Variant::A, Variant::B, Variant::C],
             amqp_url: mqkit::DEFAULT_AMQP_URL.to_owned(),
             redis_url: "redis://127.0.0.1:6379".to_owned(),
+            database_url: "postgres://postgres@127.0.0.1:5432/test".to_owned(),
             out: None,
             hand_get_per_command: false,
             observe: false,
@@ -145,6 +191,7 @@ impl Args {
             prefetch: 1,
             variant: Variant::A,
             expect: 0,
+            tables: String::new(),
         };
         let mut it = std::env::args().skip(1);
         while let Some(flag) = it.next() {
@@ -160,6 +207,7 @@ impl Args {
                 }
                 "--amqp-url" => args.amqp_url = value()?,
                 "--redis-url" => args.redis_url = value()?,
+                "--database-url" => args.database_url = value()?,
                 "--out" => args.out = Some(value()?.into()),
                 "--hand-redis-get" => {
                     args.hand_get_per_command = match value()?.as_str() {
@@ -180,6 +228,7 @@ impl Args {
                 "--prefetch" => args.prefetch = value()?.parse()?,
                 "--variant" => args.variant = Variant::parse(&value()?)?,
                 "--expect" => args.expect = value()?.parse()?,
+                "--tables" => args.tables = value()?,
                 other => return Err(format!("unknown option {other:?}").into()),
             }
         }

@@ -36,7 +36,7 @@ pub(crate) fn report(
         args.messages, args.rounds
     );
     println!(
-        "{:<36} {:<6} {:>9} {:>9} {:>9} {:>11} {:>9} {:>9} {:>8} {:>8} {:>8}",
+        "{:<36} {:<6} {:>9} {:>9} {:>9} {:>11} {:>9} {:>9} {:>8} {:>8} {:>8} {:>8}",
         "variant",
         "who",
         "median/s",
@@ -47,7 +47,8 @@ pub(crate) fn report(
         "idle MiB",
         "cpu µs",
         "rmq µs",
-        "redis µs"
+        "redis µs",
+        "pg µs"
     );
     let mut variants = Vec::new();
     for &variant in &args.variants {
@@ -62,15 +63,19 @@ pub(crate) fn report(
             let (median, min, max) = stats(&rates);
             let peak = mine.iter().map(|r| r.vm_hwm_kb).max().unwrap_or(0);
             let idle = mine.iter().map(|r| r.idle_rss_kb).max().unwrap_or(0);
-            // Median CPU microseconds per message: consumer, RabbitMQ, Redis.
+            // Median CPU microseconds per message: consumer, RabbitMQ, Redis,
+            // PostgreSQL.
             let per_msg = |f: fn(&Run) -> f64| {
                 let xs: Vec<f64> = mine.iter().map(|r| f(r) * 1e6 / r.handled as f64).collect();
                 stats(&xs).0
             };
+            let followup_wait =
+                stats(&mine.iter().map(|r| r.followup_wait_s).collect::<Vec<_>>()).0;
             let cpu = [
                 per_msg(|r| r.cpu_s),
                 per_msg(|r| r.broker_cpu_s),
                 per_msg(|r| r.redis_cpu_s),
+                per_msg(|r| r.postgres_cpu_s),
             ];
             medians.push(median);
             let ratio = if role == Role::Mqkit {
@@ -80,7 +85,7 @@ pub(crate) fn report(
             };
             let label = format!("({}) {}", variant.name(), variant.describe());
             println!(
-                "{:<36} {:<6} {median:>9.0} {min:>9.0} {max:>9.0} {ratio:>11} {:>9.1} {:>9.1} {:>8.1} {:>8.1} {:>8.1}",
+                "{:<36} {:<6} {median:>9.0} {min:>9.0} {max:>9.0} {ratio:>11} {:>9.1} {:>9.1} {:>8.1} {:>8.1} {:>8.1} {:>8.1}",
                 if role == Role::Hand {
                     label.as_str()
                 } else {
@@ -91,7 +96,8 @@ pub(crate) fn report(
                 mib(idle),
                 cpu[0],
                 cpu[1],
-                cpu[2]
+                cpu[2],
+                cpu[3]
             );
             per_role.insert(
                 role.name().to_owned(),
@@ -99,7 +105,8 @@ pub(crate) fn report(
                     "msgs_per_sec": {"median": median, "min": min, "max": max, "rounds": rates},
                     "peak_rss_kb": peak,
                     "idle_rss_kb": idle,
-                    "cpu_us_per_msg": {"consumer": cpu[0], "rabbitmq": cpu[1], "redis": cpu[2]},
+                    "cpu_us_per_msg": {"consumer": cpu[0], "rabbitmq": cpu[1], "redis": cpu[2], "postgres": cpu[3]},
+                    "followup_wait_s_median": followup_wait,
                 }),
             );
         }
@@ -108,10 +115,22 @@ pub(crate) fn report(
             "description": variant.describe(),
             "prefetch": variant.prefetch(),
             "idempotency": variant.idempotent(),
+            "transactional": variant.transactional(),
             "hand": per_role.get("hand"),
             "mqkit": per_role.get("mqkit"),
             "ratio_median_mqkit_over_hand": medians[1] / medians[0],
         }));
+    }
+    if args.variants.iter().any(|v| v.transactional()) {
+        let waits: Vec<f64> = runs
+            .iter()
+            .filter(|r| r.variant == "t" && r.role == Role::Mqkit.name())
+            .map(|r| r.followup_wait_s)
+            .collect();
+        println!(
+            "variant (t) mqkit: the clock runs until every follow-up is in its queue (mqkit acks before its relay publishes), median {:.2}s after the last handler call",
+            stats(&waits).0
+        );
     }
     for role in [Role::Hand, Role::Mqkit] {
         if let Some(r) = runs
@@ -147,7 +166,7 @@ pub(crate) fn report(
         "loadavg_before": load[0],
         "loadavg_after": load[1],
         "throughput": "messages / seconds from the first handler call to the graceful close after the last ack",
-        "cpu": "median over rounds of user+system CPU microseconds per message from /proc/<pid>/stat (1/100 s ticks), of the consumer process, RabbitMQ (beam.smp) and redis-server during the consumer's run",
+        "cpu": "median over rounds of user+system CPU microseconds per message from /proc/<pid>/stat (1/100 s ticks), of the consumer process, RabbitMQ (beam.smp), redis-server and PostgreSQL (every postgres process, plus the postmaster's reaped children, so backends that ended count) during the consumer's run",
         "rss": "peak = max VmHWM over rounds; idle = max over rounds of VmRSS at the first handler call (connected and consuming, nothing handled yet); startup_rss_kb per run = VmRSS when App::start / basic_consume returned (mqkit may have handled handled_at_startup messages by then)",
         "variants": variants,
         "runs": runs,
