@@ -46,29 +46,35 @@ fn workspace() -> PathBuf {
 /// the target directory is.
 fn example_binary() -> &'static Path {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY.get_or_init(|| {
-        let out = Command::new(env!("CARGO"))
-            .args(["build", "-p", "mqkit-examples"])
-            .args(["--example", "order_service"])
-            .args(["--message-format", "json-render-diagnostics"])
-            .current_dir(workspace())
-            .stderr(Stdio::piped())
-            .output()
-            .expect("run cargo");
-        assert!(
-            out.status.success(),
-            "cargo build --example order_service: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter(|m| {
-                m["reason"] == "compiler-artifact" && m["target"]["name"] == "order_service"
-            })
-            .find_map(|m| m["executable"].as_str().map(PathBuf::from))
-            .expect("cargo reports the example's executable")
-    })
+    BINARY.get_or_init(|| build_example("order_service"))
+}
+
+/// `examples/payment_service.rs`, built as `example_binary` builds its.
+fn payment_binary() -> &'static Path {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY.get_or_init(|| build_example("payment_service"))
+}
+
+fn build_example(name: &str) -> PathBuf {
+    let out = Command::new(env!("CARGO"))
+        .args(["build", "-p", "mqkit-examples"])
+        .args(["--example", name])
+        .args(["--message-format", "json-render-diagnostics"])
+        .current_dir(workspace())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run cargo");
+    assert!(
+        out.status.success(),
+        "cargo build --example {name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == name)
+        .find_map(|m| m["executable"].as_str().map(PathBuf::from))
+        .expect("cargo reports the example's executable")
 }
 
 /// The example running as a child process, its stderr collected line by line.
@@ -81,7 +87,11 @@ impl Service {
     /// Starts the example with `env` on top of an environment cleared of
     /// every `MQKIT_*` variable and `DATABASE_URL` (so the defaults apply).
     fn start(env: &[(&str, &str)]) -> Service {
-        let mut cmd = Command::new(example_binary());
+        Service::start_binary(example_binary(), env)
+    }
+
+    fn start_binary(binary: &Path, env: &[(&str, &str)]) -> Service {
+        let mut cmd = Command::new(binary);
         for (k, _) in std::env::vars() {
             if k.starts_with("MQKIT_") || k == "DATABASE_URL" {
                 cmd.env_remove(k);
@@ -350,19 +360,156 @@ async fn a_prefetch_override_of_0_fails_startup_naming_the_variable() {
     );
 }
 
-/// README "A complete service" shows `examples/order_service.rs` as it is.
+/// README "A complete service" shows `examples/order_service.rs` as it is,
+/// and "Exactly-once effects on a database" `examples/payment_service.rs`.
 #[test]
-fn the_readme_shows_the_example_verbatim() {
+fn the_readme_shows_the_examples_verbatim() {
     let readme = std::fs::read_to_string(workspace().join("README.md")).unwrap();
-    let example = std::fs::read_to_string(workspace().join("examples/order_service.rs")).unwrap();
-    let block = readme
-        .split("```rust,ignore\n")
-        .filter_map(|rest| rest.split_once("\n```\n").map(|(code, _)| code))
-        .find(|code| code.contains("async fn on_order("))
-        .expect("README has the example in a ```rust,ignore block");
-    assert_eq!(
-        block.trim_end(),
-        example.trim_end(),
-        "README.md's copy differs from examples/order_service.rs: copy the file into the block"
+    for (file, marker) in [
+        ("examples/order_service.rs", "async fn on_order("),
+        ("examples/payment_service.rs", "async fn capture("),
+    ] {
+        let example = std::fs::read_to_string(workspace().join(file)).unwrap();
+        let block = readme
+            .split("```rust,ignore\n")
+            .filter_map(|rest| rest.split_once("\n```\n").map(|(code, _)| code))
+            .find(|code| code.contains(marker))
+            .unwrap_or_else(|| panic!("README has {file} in a ```rust,ignore block"));
+        assert_eq!(
+            block.trim_end(),
+            example.trim_end(),
+            "README.md's copy differs from {file}: copy the file into the block"
+        );
+    }
+}
+
+/// The transactional example end to end: a payment debits its account
+/// once (a second copy under a new message id is a duplicate), its
+/// `payment.captured` reaches `payment-receipts` once, and a payment the
+/// account cannot cover is rejected with no debit and no event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_payment_service_debits_once_and_announces_once() {
+    let service = Service::start_binary(payment_binary(), &[]);
+    service
+        .line(&["consuming", "payment-receipts"], Duration::from_secs(60))
+        .await
+        .unwrap_or_else(|| panic!("payment_service did not start:\n{}", service.log()));
+    let account = unique("acct").replace('.', "-");
+    let pay = unique("pay").replace('.', "-");
+    let big = unique("big").replace('.', "-");
+    let _rows = PaymentRows(account.clone());
+    let pg = sqlx::PgPool::connect(PG_URL).await.unwrap();
+    sqlx::query("INSERT INTO accounts (id, balance_cents) VALUES ($1, 1000)")
+        .bind(&account)
+        .execute(&pg)
+        .await
+        .unwrap();
+    let broker = Broker::connect().await;
+    let props = |id: &str| {
+        BasicProperties::default()
+            .with_message_id(id.into())
+            .with_content_type("application/json".into())
+    };
+    let ok = json!({"payment_id": pay, "account": account, "amount_cents": 300}).to_string();
+    let too_big = json!({"payment_id": big, "account": account, "amount_cents": 5000}).to_string();
+    broker
+        .publish("payment", ok.as_bytes(), props(&format!("{pay}-1")))
+        .await;
+    broker
+        .publish("payment", ok.as_bytes(), props(&format!("{pay}-2")))
+        .await;
+    broker
+        .publish("payment", too_big.as_bytes(), props(&big))
+        .await;
+    let captured = service
+        .line(
+            &["payment.captured received", &pay],
+            Duration::from_secs(30),
+        )
+        .await;
+    assert!(
+        captured.is_some(),
+        "no payment.captured:\n{}",
+        service.log()
     );
+    let rejected = service
+        .line(
+            &["dead-lettered", "kind=rejected", "has less than 5000 cents"],
+            Duration::from_secs(30),
+        )
+        .await;
+    assert!(
+        rejected.is_some(),
+        "the big payment was not rejected:\n{}",
+        service.log()
+    );
+    service
+        .line(&["duplicate", &format!("{pay}-")], Duration::from_secs(30))
+        .await
+        .unwrap_or_else(|| panic!("no duplicate line:\n{}", service.log()));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let balance: i64 = sqlx::query_scalar("SELECT balance_cents FROM accounts WHERE id = $1")
+        .bind(&account)
+        .fetch_one(&pg)
+        .await
+        .unwrap();
+    assert_eq!(balance, 700, "debited once");
+    assert_eq!(
+        service
+            .lines
+            .count(&format!("payment_id={pay} balance_cents=700")),
+        1,
+        "{}",
+        service.log()
+    );
+    let dlq = broker.drain("dlq.payment").await;
+    let ours: Vec<_> = dlq
+        .iter()
+        .filter(|m| String::from_utf8_lossy(&m.delivery.data).contains(&big))
+        .collect();
+    assert_eq!(ours.len(), 1, "the rejected payment is in dlq.payment");
+    // Not ours: back where they were.
+    for m in dlq
+        .iter()
+        .filter(|m| !String::from_utf8_lossy(&m.delivery.data).contains(&big))
+    {
+        broker
+            .publish(
+                "dlq.payment",
+                &m.delivery.data,
+                m.delivery.properties.clone(),
+            )
+            .await;
+    }
+    let inbox: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM mqkit_inbox WHERE consumer = 'payment' AND dedup_key = $1",
+    )
+    .bind(&pay)
+    .fetch_one(&pg)
+    .await
+    .unwrap();
+    assert_eq!(inbox, 1);
+    let rejected_inbox: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM mqkit_inbox WHERE consumer = 'payment' AND dedup_key = $1",
+    )
+    .bind(&big)
+    .fetch_one(&pg)
+    .await
+    .unwrap();
+    assert_eq!(rejected_inbox, 0, "a rejected payment leaves no inbox row");
+}
+
+/// Deletes the test's account and its payments' rows when dropped.
+struct PaymentRows(String);
+
+impl Drop for PaymentRows {
+    fn drop(&mut self) {
+        let _ = Command::new("psql")
+            .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-qc"])
+            .arg(format!(
+                "DELETE FROM accounts WHERE id = '{0}'; DELETE FROM mqkit_inbox WHERE consumer = 'payment' AND (dedup_key LIKE 'mqkit-test-pay-%' OR dedup_key LIKE 'mqkit-test-big-%'); DELETE FROM mqkit_outbox WHERE consumer = 'payment' AND convert_from(body, 'UTF8') LIKE '%{0}%'",
+                self.0
+            ))
+            .status();
+    }
 }

@@ -92,10 +92,24 @@ async fn crash(db: Db) {
     for i in 0..5000 {
         charge(&broker, &queue, &format!("o-{i}"), &format!("m-{i}"), None).await;
     }
+    // Five kills at random points of the run: when the effect count passes
+    // each of five random thresholds (handlers, commits, acks and the relay
+    // are all in flight then).
+    let mut thresholds: Vec<i64> = (0..5)
+        .map(|k| 300 + k * 900 + i64::try_from(random_below(800)).unwrap())
+        .collect();
+    thresholds.sort_unstable();
     let mut kills = Vec::new();
-    for _ in 0..5 {
-        let wait = Duration::from_millis(300 + random_below(1200));
-        tokio::time::sleep(wait).await;
+    for threshold in thresholds {
+        let reached = eventually(Duration::from_secs(60), async || {
+            test_db.count("SELECT COUNT(*) FROM effects") >= threshold
+        })
+        .await;
+        assert!(
+            reached,
+            "no progress to {threshold} effects:\n{}",
+            lines.text()
+        );
         let handled = test_db.count("SELECT COUNT(*) FROM effects");
         let unsent = test_db.count("SELECT COUNT(*) FROM mqkit_outbox WHERE sent_at IS NULL");
         child.kill().unwrap();
@@ -342,7 +356,8 @@ async fn broker_restart(db: Db) {
     let q = &spec.queue;
     test_db.sql(&format!(
         "INSERT INTO mqkit_outbox (batch_id, consumer, message_id, exchange, routing_key, properties, body, mandatory) \
-         SELECT {uuid}, '{q}', CONCAT('r-', {n}), '', '{followups}', CONCAT('{{\"message_id\":\"r-', {n}, '\"}}'), CONCAT('{{\"order_id\":\"r-', {n}, '\"}}'), TRUE FROM {seq}"
+         SELECT {uuid}, '{q}', CONCAT('r-', {n}), '', '{followups}', CONCAT('{{\"message_id\":\"r-', {n}, '\"}}'), {body}, TRUE FROM {seq}",
+        body = bytes(db, &format!("CONCAT('{{\"order_id\":\"r-', {n}, '\"}}')"))
     ));
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(
@@ -378,6 +393,14 @@ async fn outbox_rows_unsent_during_a_broker_restart_are_published_once_on_mariad
     broker_restart(Db::MariaDb).await;
 }
 
+/// `text` as a value for the outbox's binary `body` column.
+fn bytes(db: Db, text: &str) -> String {
+    match db {
+        Db::Postgres => format!("convert_to({text}, 'UTF8')"),
+        Db::MariaDb => text.to_owned(),
+    }
+}
+
 fn free_port() -> SocketAddr {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap()
@@ -409,7 +432,8 @@ async fn two_instances(db: Db) {
     }
     for addr in addrs {
         let ready = eventually(Duration::from_secs(30), async || {
-            probe::get(addr, "/readyz").await.0 == 200
+            tokio::net::TcpStream::connect(addr).await.is_ok()
+                && probe::get(addr, "/readyz").await.0 == 200
         })
         .await;
         assert!(ready, "instance on {addr} not ready");
@@ -437,7 +461,8 @@ async fn two_instances(db: Db) {
     };
     test_db.sql(&format!(
         "INSERT INTO mqkit_outbox (batch_id, consumer, message_id, exchange, routing_key, properties, body, mandatory, created_at) \
-         SELECT {uuid}, '{queue}', CONCAT('s-', {n}), '', '{swept}', CONCAT('{{\"message_id\":\"s-', {n}, '\"}}'), CONCAT('{{\"order_id\":\"s-', {n}, '\"}}'), TRUE, {old} FROM {seq}",
+         SELECT {uuid}, '{queue}', CONCAT('s-', {n}), '', '{swept}', CONCAT('{{\"message_id\":\"s-', {n}, '\"}}'), {body}, TRUE, {old} FROM {seq}",
+        body = bytes(db, &format!("CONCAT('{{\"order_id\":\"s-', {n}, '\"}}')")),
         old = if db == Db::Postgres { "now() - interval '1 minute'" } else { "NOW(6) - INTERVAL 1 MINUTE" }
     ));
     let done = eventually(Duration::from_secs(120), async || {
@@ -447,6 +472,13 @@ async fn two_instances(db: Db) {
     })
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
+    for (child, lines) in &mut children {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "an instance exited:\n{}",
+            lines.text()
+        );
+    }
     let mut per_instance = Vec::new();
     for addr in addrs {
         let (_, text) = probe::get(addr, "/metrics").await;

@@ -163,7 +163,21 @@ impl Given {
                     .parse()
                     .map_err(|e| bad(format!("not a valid MySQL URL: {e}")))?;
                 let pool = pool_options(size).connect_lazy_with(options.clone());
-                let own = pool_options(BACKGROUND_CONNECTIONS).connect_lazy_with(options);
+                // READ COMMITTED: InnoDB's repeatable read would keep locks
+                // on every unsent row a sweep scans (not only those it
+                // takes), so the relay would skip fresh rows it could send.
+                let own = pool_options(BACKGROUND_CONNECTIONS)
+                    .after_connect(|conn, _| {
+                        Box::pin(async move {
+                            sqlx::Executor::execute(
+                                conn,
+                                "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
+                            )
+                            .await
+                            .map(|_| ())
+                        })
+                    })
+                    .connect_lazy_with(options);
                 Ok(Given::MySql(pool, shown_as, Some(own)))
             }
             _ => Err(bad(
