@@ -109,7 +109,8 @@ const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 async fn accounts(url: &str) -> Result<(), sqlx::Error> {
     let mut conn = sqlx::PgConnection::connect(url).await?;
     sqlx::raw_sql(
-        "CREATE TABLE IF NOT EXISTS accounts (
+        "SET client_min_messages TO warning; -- no notice when the table exists
+        CREATE TABLE IF NOT EXISTS accounts (
             id            TEXT PRIMARY KEY,
             balance_cents BIGINT NOT NULL CHECK (balance_cents >= 0)
         );

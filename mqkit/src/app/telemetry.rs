@@ -108,4 +108,20 @@ fn describe() {
         "mqkit_dlq_alerts_total",
         "Dead-letter alerts sent, by queue and whether the webhook took them"
     );
+    describe_counter!(
+        "mqkit_outbox_published_total",
+        "Outbox messages of transactional consumers published, by path (relay: right after the commit; sweeper: left unsent)"
+    );
+    describe_counter!(
+        "mqkit_outbox_failures_total",
+        "Outbox publishes that failed (unroutable, nacked, no broker) and wait to be retried"
+    );
+    describe_gauge!(
+        "mqkit_outbox_unsent",
+        "Outbox rows unsent longer than the sweeper's age threshold (its backlog)"
+    );
+    describe_counter!(
+        "mqkit_outbox_retention_deleted_total",
+        "Sent outbox rows and inbox rows deleted after their retention"
+    );
 }

@@ -303,6 +303,8 @@ impl Dialect for Postgres {
 
 async fn pg_migrate(pool: &Pool<Postgres>) -> Result<()> {
     let mut conn = pool.acquire().await?;
+    // `CREATE … IF NOT EXISTS` notices are not news.
+    sqlx::Executor::execute(&mut *conn, "SET client_min_messages TO warning").await?;
     // One key for mqkit's migrations; session-level, released below
     // (or when the connection closes).
     sqlx::query("SELECT pg_advisory_lock(7268017101)")
