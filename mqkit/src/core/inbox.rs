@@ -90,8 +90,10 @@ pub(crate) trait OpenTx: Send {
     fn commit(self: Box<Self>) -> BoxFuture<'static, Result<(), CommitError>>;
 
     /// After a failure: rolls back (nothing the handler wrote stays, no
-    /// inbox row, no outbox row).
-    fn rollback(self: Box<Self>) -> BoxFuture<'static, ()>;
+    /// inbox row, no outbox row). `false` when the database could not be
+    /// told (the connection is gone, so the transaction is over anyway):
+    /// the failure was likely the database's, not the handler's.
+    fn rollback(self: Box<Self>) -> BoxFuture<'static, bool>;
 }
 
 /// A transactional handler parameter (`mqkit::Tx`): what the code
@@ -129,6 +131,8 @@ mod tests {
     struct Script {
         begin: Option<Result<bool, String>>, // Ok(true) fresh, Ok(false) duplicate
         commit: Option<Result<(), CommitError>>,
+        /// The connection is gone by the time of the rollback.
+        gone: bool,
         log: Mutex<Vec<String>>,
     }
 
@@ -175,13 +179,14 @@ mod tests {
             let answer = self.0.commit.clone().unwrap_or(Ok(()));
             Box::pin(async move { answer })
         }
-        fn rollback(self: Box<Self>) -> BoxFuture<'static, ()> {
+        fn rollback(self: Box<Self>) -> BoxFuture<'static, bool> {
             self.0
                 .log
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .push("rollback".into());
-            Box::pin(async {})
+            let reachable = !self.0.gone;
+            Box::pin(async move { reachable })
         }
     }
 
@@ -335,6 +340,32 @@ mod tests {
             "{o:?}"
         );
         assert_eq!(log, ["begin pay P-3", "rollback"]);
+        // The database went away under the handler: not an attempt.
+        let gone = Script {
+            gone: true,
+            ..Script::default()
+        };
+        let (o, _) = run(gone, serde_json::json!({"id": "P-4", "do": "fail"}), None).await;
+        assert!(
+            matches!(&o, Outcome::Requeue { reason: RequeueReason::DatabaseUnavailable(e), .. } if e.contains("boom")),
+            "{o:?}"
+        );
+        // A reject stays the handler's decision.
+        let gone = Script {
+            gone: true,
+            ..Script::default()
+        };
+        let (o, _) = run(gone, serde_json::json!({"id": "P-5", "do": "reject"}), None).await;
+        assert!(
+            matches!(
+                o,
+                Outcome::DeadLetter {
+                    kind: DeadLetterKind::Rejected,
+                    ..
+                }
+            ),
+            "{o:?}"
+        );
     }
 
     #[tokio::test]

@@ -247,8 +247,19 @@ impl<C: Consumer> Pipeline<C> {
                 ),
             },
             failed => {
-                open.rollback().await;
-                self.failed(failed, attempt)
+                let reachable = open.rollback().await;
+                match failed {
+                    // The connection died under the handler (its query
+                    // failed, and so did the rollback): the database's
+                    // outage, not an attempt.
+                    Ran::Failed { error, .. } if !reachable => Outcome::Requeue {
+                        delay: spec.retry_delay,
+                        reason: RequeueReason::DatabaseUnavailable(format!(
+                            "the database connection failed while the handler ran: {error}"
+                        )),
+                    },
+                    failed => self.failed(failed, attempt),
+                }
             }
         }
     }

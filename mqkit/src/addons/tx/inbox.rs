@@ -132,11 +132,13 @@ impl<DB: TxDatabase> OpenTx for Lent<DB> {
         })
     }
 
-    fn rollback(mut self: Box<Self>) -> BoxFuture<'static, ()> {
+    fn rollback(mut self: Box<Self>) -> BoxFuture<'static, bool> {
         drop(self.handle.take());
         Box::pin(async move {
-            if let Ok(open) = self.back.try_recv() {
-                let _ = open.tx.rollback().await;
+            match self.back.try_recv() {
+                Ok(open) => open.tx.rollback().await.is_ok(),
+                // Kept by the handler: it rolls back when dropped.
+                Err(_) => true,
             }
         })
     }
