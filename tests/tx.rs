@@ -227,17 +227,17 @@ async fn retention(db: Db) {
     } else {
         "s.seq"
     };
-    test_db.sql(&format!(
-        "INSERT INTO mqkit_inbox (consumer, dedup_key, received_at) SELECT '{q}', CONCAT('old-', {n}), {old} FROM {seq}"
-    ));
-    test_db.sql(&format!(
-        "INSERT INTO mqkit_inbox (consumer, dedup_key, received_at) SELECT 'another-service', CONCAT('old-', {n}), {old} FROM {seq}"
-    ));
     let uuid = if db == Db::Postgres {
         "gen_random_uuid()"
     } else {
         "UUID()"
     };
+    test_db.sql(&format!(
+        "INSERT INTO mqkit_inbox (consumer, dedup_key, claim_id, received_at) SELECT '{q}', CONCAT('old-', {n}), {uuid}, {old} FROM {seq}"
+    ));
+    test_db.sql(&format!(
+        "INSERT INTO mqkit_inbox (consumer, dedup_key, claim_id, received_at) SELECT 'another-service', CONCAT('old-', {n}), {uuid}, {old} FROM {seq}"
+    ));
     test_db.sql(&format!(
         "INSERT INTO mqkit_outbox (batch_id, consumer, message_id, exchange, routing_key, properties, body, mandatory, created_at, sent_at) \
          SELECT {uuid}, '{q}', CONCAT('old-', {n}), '', 'x', '{{}}', '', TRUE, {old}, {old} FROM {seq}"
@@ -386,12 +386,19 @@ async fn harness(db: Db) {
     let by_id = |s: &mut mqkit::ConsumerSpec| s.idempotency = &[];
     let ok = serde_json::json!({"order_id": "A-1", "cents": 5});
     let bad = serde_json::json!({"order_id": "A-2", "cents": 5, "fail": "retry"});
+    let swallowed = serde_json::json!({"order_id": "A-3", "cents": 5, "fail": "swallow"});
     match db {
         Db::Postgres => {
             let h = harness_of!(consumers::charge_pg {}, keep);
             assert_eq!(h.deliver_json(&ok).await, Outcome::Ack);
             assert_eq!(h.deliver_json(&ok).await, Outcome::Duplicate);
             assert!(matches!(h.deliver_json(&bad).await, Outcome::Retry { .. }));
+            // A failed statement the handler went on from aborted the
+            // transaction: not committed, not acked.
+            match h.deliver_json(&swallowed).await {
+                Outcome::Retry { error, .. } => assert!(error.contains("aborted"), "{error}"),
+                other => panic!("{other:?}"),
+            }
             check_staged(&h.staged());
             let h = harness_of!(consumers::charge_pg {}, by_id);
             check_by_id(&h).await;
@@ -401,7 +408,10 @@ async fn harness(db: Db) {
             assert_eq!(h.deliver_json(&ok).await, Outcome::Ack);
             assert_eq!(h.deliver_json(&ok).await, Outcome::Duplicate);
             assert!(matches!(h.deliver_json(&bad).await, Outcome::Retry { .. }));
-            check_staged(&h.staged());
+            // MySQL rolls back only the failed statement: the rest commits.
+            assert_eq!(h.deliver_json(&swallowed).await, Outcome::Ack);
+            assert_eq!(h.staged().len(), 2);
+            check_staged(&h.staged()[..1]);
             let h = harness_of!(consumers::charge_my {}, by_id);
             check_by_id(&h).await;
         }
@@ -495,4 +505,120 @@ async fn startup_needs_the_right_database() {
     // Nothing was declared.
     let broker = Broker::connect().await;
     assert_eq!(broker.consumers(&spec.queue).await, None);
+}
+
+/// A transaction's three staged messages whose first is unroutable: none
+/// is sent while it fails (it is retried with back-off, counted and logged,
+/// never dropped), and once a queue is bound all three go, in order.
+async fn unroutable_rows_wait_in_order(db: Db) {
+    let test_db = TestDb::create(db, "order");
+    test_db.effect_table();
+    let broker = Broker::connect().await;
+    let spec = spec_for(db, "tx-order");
+    let later = common::unique("tx-order-later");
+    let second = followup_queue(&broker, "tx-order-second").await;
+    let _cleanup = Cleanup::specs(&[&spec]).queue(&second).queue(&later);
+    let running = app(&test_db, &spec, &second, |c| {
+        c.outbox.sweep_after = Duration::from_millis(500);
+        c.outbox.sweep_interval = Duration::from_millis(200);
+    })
+    .start()
+    .await
+    .unwrap();
+    let (batch, bytes) = match db {
+        Db::Postgres => ("gen_random_uuid()", "convert_to"),
+        Db::MariaDb => ("UUID()", ""),
+    };
+    let body = |n: u32| {
+        if db == Db::Postgres {
+            format!("{bytes}('{{\"n\":{n}}}', 'UTF8')")
+        } else {
+            format!("'{{\"n\":{n}}}'")
+        }
+    };
+    let row = |n: u32, rk: &str| {
+        format!(
+            "(@b, 'x', 'o-{n}', '', '{rk}', '{{\"message_id\":\"o-{n}\"}}', {}, TRUE)",
+            body(n)
+        )
+    };
+    let values = [row(1, &later), row(2, &second), row(3, &second)].join(", ");
+    match db {
+        Db::Postgres => test_db.sql(&format!(
+            "WITH b AS (SELECT {batch} AS id) INSERT INTO mqkit_outbox (batch_id, consumer, message_id, exchange, routing_key, properties, body, mandatory) \
+             SELECT b.id, v.* FROM b, (VALUES {}) AS v(consumer, message_id, exchange, routing_key, properties, body, mandatory)",
+            values.replace("(@b, ", "(")
+        )),
+        Db::MariaDb => test_db.sql(&format!(
+            "SET @b = {batch}; INSERT INTO mqkit_outbox (batch_id, consumer, message_id, exchange, routing_key, properties, body, mandatory) VALUES {values}"
+        )),
+    };
+    // The first is unroutable: it is tried and deferred, the others wait.
+    let failed = eventually(Duration::from_secs(15), async || {
+        test_db
+            .count("SELECT COUNT(*) FROM mqkit_outbox WHERE message_id = 'o-1' AND attempts >= 2")
+            == 1
+    })
+    .await;
+    assert!(failed, "the unroutable row was not retried");
+    assert_eq!(
+        broker.depth(&second).await,
+        0,
+        "nothing after the unroutable row was sent"
+    );
+    let error = test_db.sql("SELECT last_error FROM mqkit_outbox WHERE message_id = 'o-1'");
+    assert!(error.contains("unroutable"), "{error}");
+    assert_eq!(
+        test_db.count("SELECT COUNT(*) FROM mqkit_outbox WHERE sent_at IS NULL"),
+        3
+    );
+    // Bound now: all three go, in order.
+    let _ = followup_queue_named(&broker, &later).await;
+    let sent = eventually(Duration::from_secs(30), async || {
+        test_db.count("SELECT COUNT(*) FROM mqkit_outbox WHERE sent_at IS NULL") == 0
+    })
+    .await;
+    running.shutdown().await.unwrap();
+    assert!(sent, "rows still unsent after the queue was declared");
+    assert_eq!(broker.drain(&later).await.len(), 1);
+    let ids: Vec<String> = broker
+        .drain(&second)
+        .await
+        .iter()
+        .map(|m| {
+            m.delivery
+                .properties
+                .message_id()
+                .as_ref()
+                .map(|s| s.to_string())
+                .unwrap_or_default()
+        })
+        .collect();
+    assert_eq!(ids, ["o-2", "o-3"]);
+}
+
+async fn followup_queue_named(broker: &Broker, name: &str) -> String {
+    broker
+        .channel
+        .queue_declare(
+            name.into(),
+            lapin::options::QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            lapin::types::FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    name.to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unroutable_message_holds_back_the_rest_of_its_transaction_on_postgres() {
+    unroutable_rows_wait_in_order(Db::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unroutable_message_holds_back_the_rest_of_its_transaction_on_mariadb() {
+    unroutable_rows_wait_in_order(Db::MariaDb).await;
 }

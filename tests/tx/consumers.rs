@@ -3,8 +3,9 @@
 //! MariaDB (`charge_my`, `mqkit::Tx<sqlx::MySql>`). Each writes one row to
 //! `effects` and stages one follow-up (`{"order_id": …}`) for the queue in
 //! `State<Followups>`, through the default exchange; then fails as the
-//! event's `fail` asks (`retry`, `reject`, `panic`), so a test sees that a
-//! failure leaves neither the row nor the follow-up.
+//! event's `fail` asks (`retry`, `reject`, `panic`; `swallow` runs a failing
+//! statement and goes on), so a test sees that a failure leaves neither the
+//! row nor the follow-up.
 
 use serde::Deserialize;
 
@@ -53,6 +54,13 @@ pub(crate) async fn charge_pg(
         .await?;
     tx.publish_json("", &to.0, &serde_json::json!({ "order_id": evt.order_id }))
         .await?;
+    if evt.fail.as_deref() == Some("swallow") {
+        // A failed statement the handler goes on from (on PostgreSQL that
+        // aborts the transaction; on MySQL only the statement).
+        let _ = sqlx::query("SELECT * FROM no_such_table")
+            .execute(tx.conn())
+            .await;
+    }
     if !delay.0.is_zero() {
         tokio::time::sleep(delay.0).await;
     }
@@ -77,6 +85,13 @@ pub(crate) async fn charge_my(
         .await?;
     tx.publish_json("", &to.0, &serde_json::json!({ "order_id": evt.order_id }))
         .await?;
+    if evt.fail.as_deref() == Some("swallow") {
+        // A failed statement the handler goes on from (on PostgreSQL that
+        // aborts the transaction; on MySQL only the statement).
+        let _ = sqlx::query("SELECT * FROM no_such_table")
+            .execute(tx.conn())
+            .await;
+    }
     if !delay.0.is_zero() {
         tokio::time::sleep(delay.0).await;
     }

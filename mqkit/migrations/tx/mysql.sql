@@ -1,11 +1,13 @@
 -- mqkit transactional consumers (handlers that take `mqkit::Tx<sqlx::MySql>`),
 -- MySQL 8.0+ / MariaDB 10.6+ (FOR UPDATE SKIP LOCKED). See postgres.sql for
--- what each column means. Keys and ids compare byte for byte (utf8mb4_bin),
--- so `A-1` and `a-1` are different business keys.
+-- what each column means. The inbox key columns are bytes (VARBINARY), so
+-- keys compare byte for byte: `A-1`, `a-1` and `A-1 ` are three business keys
+-- (a _bin collation would still ignore trailing spaces).
 CREATE TABLE IF NOT EXISTS mqkit_inbox (
-    consumer    VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL,
-    dedup_key   VARCHAR(512) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL,
-    message_id  VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NULL,
+    consumer    VARBINARY(1020) NOT NULL,
+    dedup_key   VARBINARY(2048) NOT NULL,
+    message_id  VARBINARY(255) NULL,
+    claim_id    CHAR(36) CHARACTER SET ascii NOT NULL,
     received_at DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
     PRIMARY KEY (consumer, dedup_key),
     KEY ix_mqkit_inbox_received_at (received_at)
@@ -27,5 +29,6 @@ CREATE TABLE IF NOT EXISTS mqkit_outbox (
     next_attempt_at DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
     last_error      TEXT NULL,
     KEY ix_mqkit_outbox_unsent (sent_at, id),
+    KEY ix_mqkit_outbox_batch (batch_id, sent_at),
     KEY ix_mqkit_outbox_sent_at (sent_at)
 ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4;

@@ -77,6 +77,10 @@ pub(crate) enum CommitError {
     /// The handler kept its `Tx` beyond its return (moved it into a task):
     /// nothing is committed, and that counts as a failed attempt.
     TxKept,
+    /// The transaction was aborted or ended inside the handler (a failed
+    /// statement it went on from, its own `COMMIT`): nothing is committed,
+    /// and that counts as a failed attempt.
+    Aborted(String),
 }
 
 /// A transaction the handler is about to run in.
@@ -119,12 +123,27 @@ mod tests {
 
     use super::*;
     use crate::core::consumer::{Consumer, DecodeError};
+    use crate::core::headers::Properties;
     use crate::core::idempotency::{KeyBuilder, MemoryStore};
     use crate::core::outcome::{DeadLetterKind, Outcome, RequeueReason};
-    use crate::core::pipeline::{Deps, Pipeline};
+    use crate::core::pipeline::{Delivery, Deps, Pipeline};
     use crate::core::publish::Publisher;
     use crate::core::spec::ConsumerSpec;
-    use crate::testing::TestDelivery;
+
+    /// A delivery in memory (the test harness is a layer above).
+    struct Bytes(Vec<u8>, Properties);
+
+    impl Delivery for Bytes {
+        fn body(&self) -> &[u8] {
+            &self.0
+        }
+        fn properties(&self) -> &Properties {
+            &self.1
+        }
+        fn redelivered(&self) -> bool {
+            false
+        }
+    }
 
     /// What the scripted inbox answers and what happened to its transaction.
     #[derive(Default)]
@@ -254,10 +273,11 @@ mod tests {
                 inbox: Some(Arc::new(Scripted(script.clone()))),
             },
         );
-        let mut delivery = TestDelivery::json(&body).unwrap_or_default();
-        if let Some(id) = message_id {
-            delivery = delivery.message_id(id);
-        }
+        let properties = Properties {
+            message_id: message_id.map(str::to_owned),
+            ..Properties::default()
+        };
+        let delivery = Bytes(body.to_string().into_bytes(), properties);
         let outcome = pipeline.process(&delivery).await;
         let log = script.log.lock().unwrap_or_else(|p| p.into_inner()).clone();
         (outcome, log)

@@ -238,6 +238,13 @@ impl<C: Consumer> Pipeline<C> {
                     delay: spec.retry_delay,
                     reason: RequeueReason::DatabaseUnavailable(e),
                 },
+                Err(CommitError::Aborted(error)) => self.failed(
+                    Ran::Failed {
+                        error,
+                        kind_if_last: DeadLetterKind::RetriesExhausted,
+                    },
+                    attempt,
+                ),
                 Err(CommitError::TxKept) => self.failed(
                     Ran::Failed {
                         error: "the handler kept its mqkit::Tx after returning (moved into a task?), so nothing was committed".to_owned(),

@@ -49,6 +49,12 @@ pub trait Dialect: sqlx::Database + Sized {
     /// Which database this is.
     const KIND: DatabaseKind;
 
+    /// A pool of `size` connections with `pool`'s options, for the relay,
+    /// the sweeper and retention (on MySQL in READ COMMITTED: InnoDB's
+    /// repeatable read would keep locks on every unsent row a sweep scans,
+    /// not only those it takes).
+    fn background_pool(pool: &Pool<Self>, size: u32) -> Pool<Self>;
+
     /// Creates the tables (once per schema version, under a lock so that
     /// instances starting together do not race).
     fn migrate(pool: &Pool<Self>) -> BoxFuture<'_, Result<()>>;
@@ -60,6 +66,17 @@ pub trait Dialect: sqlx::Database + Sized {
         consumer: &'c str,
         key: &'c str,
         message_id: Option<&'c str>,
+        claim: &'c str,
+    ) -> BoxFuture<'c, Result<bool>>;
+
+    /// Whether this transaction still holds its inbox row (`claim` is the
+    /// id it inserted it with): `false`, or an error, when the transaction
+    /// was aborted or ended inside the handler.
+    fn holds_claim<'c>(
+        conn: &'c mut Self::Connection,
+        consumer: &'c str,
+        key: &'c str,
+        claim: &'c str,
     ) -> BoxFuture<'c, Result<bool>>;
 
     /// Inserts an outbox row and returns its id.
@@ -76,12 +93,21 @@ pub trait Dialect: sqlx::Database + Sized {
     ) -> BoxFuture<'c, Result<Vec<i64>>>;
 
     /// Locks up to `limit` unsent rows created more than `age` ago whose
-    /// back-off has passed, skipping rows locked elsewhere, in id order.
+    /// back-off has passed, skipping rows locked elsewhere, in id order:
+    /// (id, batch) of each, the sweeper's candidates.
     fn lock_due(
         conn: &mut Self::Connection,
         age: Duration,
         limit: i64,
-    ) -> BoxFuture<'_, Result<Vec<OutboxRow>>>;
+    ) -> BoxFuture<'_, Result<Vec<(i64, String)>>>;
+
+    /// Locks the unsent rows of `batch` not locked elsewhere, in id order,
+    /// and counts all its unsent rows: the batch is this transaction's to
+    /// publish only when the two agree.
+    fn lock_batch<'c>(
+        conn: &'c mut Self::Connection,
+        batch: &'c str,
+    ) -> BoxFuture<'c, Result<(Vec<OutboxRow>, i64)>>;
 
     /// Marks rows sent.
     fn mark_sent<'c>(conn: &'c mut Self::Connection, ids: &'c [i64]) -> BoxFuture<'c, Result<()>>;
@@ -143,6 +169,10 @@ fn outbox_row(r: Row) -> OutboxRow {
 impl Dialect for Postgres {
     const KIND: DatabaseKind = DatabaseKind::Postgres;
 
+    fn background_pool(pool: &Pool<Self>, size: u32) -> Pool<Self> {
+        super::pool_options(size).connect_lazy_with((*pool.connect_options()).clone())
+    }
+
     fn migrate(pool: &Pool<Self>) -> BoxFuture<'_, Result<()>> {
         Box::pin(pg_migrate(pool))
     }
@@ -152,17 +182,38 @@ impl Dialect for Postgres {
         consumer: &'c str,
         key: &'c str,
         message_id: Option<&'c str>,
+        claim: &'c str,
     ) -> BoxFuture<'c, Result<bool>> {
         Box::pin(async move {
             let done = sqlx::query(
-                "INSERT INTO mqkit_inbox (consumer, dedup_key, message_id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                "INSERT INTO mqkit_inbox (consumer, dedup_key, message_id, claim_id) VALUES ($1, $2, $3, $4::uuid) ON CONFLICT DO NOTHING",
             )
             .bind(consumer)
             .bind(key)
             .bind(message_id)
+            .bind(claim)
             .execute(conn)
             .await?;
             Ok(done.rows_affected() == 1)
+        })
+    }
+
+    fn holds_claim<'c>(
+        conn: &'c mut Self::Connection,
+        consumer: &'c str,
+        key: &'c str,
+        claim: &'c str,
+    ) -> BoxFuture<'c, Result<bool>> {
+        Box::pin(async move {
+            let n: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM mqkit_inbox WHERE consumer = $1 AND dedup_key = $2 AND claim_id = $3::uuid",
+            )
+            .bind(consumer)
+            .bind(key)
+            .bind(claim)
+            .fetch_one(conn)
+            .await?;
+            Ok(n == 1)
         })
     }
 
@@ -206,19 +257,40 @@ impl Dialect for Postgres {
         conn: &mut Self::Connection,
         age: Duration,
         limit: i64,
-    ) -> BoxFuture<'_, Result<Vec<OutboxRow>>> {
+    ) -> BoxFuture<'_, Result<Vec<(i64, String)>>> {
         Box::pin(async move {
-            let rows: Vec<Row> = sqlx::query_as(
-                "SELECT id, batch_id::text, exchange, routing_key, properties, body, mandatory, attempts \
-                 FROM mqkit_outbox \
+            sqlx::query_as(
+                "SELECT id, batch_id::text FROM mqkit_outbox \
                  WHERE sent_at IS NULL AND created_at < now() - make_interval(secs => $1) AND next_attempt_at <= now() \
                  ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED",
             )
             .bind(age.as_secs_f64())
             .bind(limit)
             .fetch_all(conn)
+            .await
+        })
+    }
+
+    fn lock_batch<'c>(
+        conn: &'c mut Self::Connection,
+        batch: &'c str,
+    ) -> BoxFuture<'c, Result<(Vec<OutboxRow>, i64)>> {
+        Box::pin(async move {
+            let rows: Vec<Row> = sqlx::query_as(
+                "SELECT id, batch_id::text, exchange, routing_key, properties, body, mandatory, attempts \
+                 FROM mqkit_outbox WHERE batch_id = $1::uuid AND sent_at IS NULL \
+                 ORDER BY id FOR UPDATE SKIP LOCKED",
+            )
+            .bind(batch)
+            .fetch_all(&mut *conn)
             .await?;
-            Ok(rows.into_iter().map(outbox_row).collect())
+            let unsent: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM mqkit_outbox WHERE batch_id = $1::uuid AND sent_at IS NULL",
+            )
+            .bind(batch)
+            .fetch_one(&mut *conn)
+            .await?;
+            Ok((rows.into_iter().map(outbox_row).collect(), unsent))
         })
     }
 
@@ -408,6 +480,21 @@ fn placeholders(n: usize) -> String {
 impl Dialect for MySql {
     const KIND: DatabaseKind = DatabaseKind::MySql;
 
+    fn background_pool(pool: &Pool<Self>, size: u32) -> Pool<Self> {
+        super::pool_options(size)
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    sqlx::Executor::execute(
+                        conn,
+                        "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
+                    )
+                    .await
+                    .map(|_| ())
+                })
+            })
+            .connect_lazy_with((*pool.connect_options()).clone())
+    }
+
     fn migrate(pool: &Pool<Self>) -> BoxFuture<'_, Result<()>> {
         Box::pin(mysql_migrate(pool))
     }
@@ -417,19 +504,42 @@ impl Dialect for MySql {
         consumer: &'c str,
         key: &'c str,
         message_id: Option<&'c str>,
+        claim: &'c str,
     ) -> BoxFuture<'c, Result<bool>> {
         Box::pin(async move {
             // INSERT IGNORE waits on a copy's uncommitted row, then inserts
             // (it rolled back) or ignores (it committed).
             let done = sqlx::query(
-                "INSERT IGNORE INTO mqkit_inbox (consumer, dedup_key, message_id) VALUES (?, ?, ?)",
+                "INSERT IGNORE INTO mqkit_inbox (consumer, dedup_key, message_id, claim_id) VALUES (?, ?, ?, ?)",
             )
             .bind(consumer)
             .bind(key)
             .bind(message_id)
+            .bind(claim)
             .execute(conn)
             .await?;
             Ok(done.rows_affected() == 1)
+        })
+    }
+
+    fn holds_claim<'c>(
+        conn: &'c mut Self::Connection,
+        consumer: &'c str,
+        key: &'c str,
+        claim: &'c str,
+    ) -> BoxFuture<'c, Result<bool>> {
+        Box::pin(async move {
+            // In a transaction that a deadlock ended, this runs in
+            // autocommit and finds no row with this claim.
+            let n: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM mqkit_inbox WHERE consumer = ? AND dedup_key = ? AND claim_id = ?",
+            )
+            .bind(consumer)
+            .bind(key)
+            .bind(claim)
+            .fetch_one(conn)
+            .await?;
+            Ok(n == 1)
         })
     }
 
@@ -478,21 +588,42 @@ impl Dialect for MySql {
         conn: &mut Self::Connection,
         age: Duration,
         limit: i64,
-    ) -> BoxFuture<'_, Result<Vec<OutboxRow>>> {
+    ) -> BoxFuture<'_, Result<Vec<(i64, String)>>> {
         Box::pin(async move {
-            let rows: Vec<Row> = sqlx::query_as(
-                // The binary collation makes the text columns VARBINARY to
-                // the client: converted back to text here.
-                "SELECT id, CAST(batch_id AS CHAR), CAST(exchange AS CHAR), CAST(routing_key AS CHAR), properties, body, mandatory, attempts \
-                 FROM mqkit_outbox \
+            sqlx::query_as(
+                "SELECT id, CAST(batch_id AS CHAR) FROM mqkit_outbox \
                  WHERE sent_at IS NULL AND created_at < NOW(6) - INTERVAL ? MICROSECOND AND next_attempt_at <= NOW(6) \
                  ORDER BY id LIMIT ? FOR UPDATE SKIP LOCKED",
             )
             .bind(micros(age))
             .bind(limit)
             .fetch_all(conn)
+            .await
+        })
+    }
+
+    fn lock_batch<'c>(
+        conn: &'c mut Self::Connection,
+        batch: &'c str,
+    ) -> BoxFuture<'c, Result<(Vec<OutboxRow>, i64)>> {
+        Box::pin(async move {
+            // The binary collation makes the text columns VARBINARY to the
+            // client: converted back to text here.
+            let rows: Vec<Row> = sqlx::query_as(
+                "SELECT id, CAST(batch_id AS CHAR), CAST(exchange AS CHAR), CAST(routing_key AS CHAR), properties, body, mandatory, attempts \
+                 FROM mqkit_outbox WHERE batch_id = ? AND sent_at IS NULL \
+                 ORDER BY id FOR UPDATE SKIP LOCKED",
+            )
+            .bind(batch)
+            .fetch_all(&mut *conn)
             .await?;
-            Ok(rows.into_iter().map(outbox_row).collect())
+            let unsent: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM mqkit_outbox WHERE batch_id = ? AND sent_at IS NULL",
+            )
+            .bind(batch)
+            .fetch_one(&mut *conn)
+            .await?;
+            Ok((rows.into_iter().map(outbox_row).collect(), unsent))
         })
     }
 

@@ -144,6 +144,17 @@ impl<DB: TxDatabase> Tx<DB> {
         }
         let properties = serde_json::to_string(&ready.properties)
             .map_err(|e| outbox_error(format!("cannot store the properties: {e}").into()))?;
+        // What the sweeper will read back must be what was staged (a NaN
+        // or infinite float header is stored as null and would not).
+        if serde_json::from_str::<Properties>(&properties)
+            .ok()
+            .as_ref()
+            != Some(&ready.properties)
+        {
+            return Err(outbox_error(
+                "a header value cannot be stored as it is (a NaN or infinite float?)".into(),
+            ));
+        }
         let row = NewRow {
             batch: open.batch,
             consumer: &open.consumer,

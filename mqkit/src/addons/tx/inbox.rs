@@ -15,6 +15,10 @@ use crate::core::context::Context;
 use crate::core::idempotency::BoxFuture;
 use crate::core::inbox::{Begun, CommitError, Inbox, InboxError, OpenTx};
 
+/// The longest mqkit waits for a commit or a rollback (a statement the
+/// handler's timeout cancelled may still run on the server).
+const DB_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The inbox of one database.
 pub(crate) struct SqlInbox<DB: TxDatabase> {
     pool: sqlx::Pool<DB>,
@@ -59,7 +63,9 @@ impl<DB: TxDatabase> Inbox for SqlInbox<DB> {
                 .begin()
                 .await
                 .map_err(|e| InboxError(db_error("cannot begin a transaction", &e)))?;
-            match DB::insert_inbox(&mut tx, consumer, key, message_id).await {
+            let batch = uuid::Uuid::new_v4();
+            let claim = batch.to_string();
+            match DB::insert_inbox(&mut tx, consumer, key, message_id, &claim).await {
                 Ok(true) => {}
                 Ok(false) => {
                     let _ = tx.rollback().await;
@@ -73,7 +79,7 @@ impl<DB: TxDatabase> Inbox for SqlInbox<DB> {
             let open = Open {
                 tx,
                 consumer: Arc::from(consumer),
-                batch: uuid::Uuid::new_v4(),
+                batch,
                 delivery: context.shared_properties(),
                 staged: Vec::new(),
             };
@@ -81,6 +87,8 @@ impl<DB: TxDatabase> Inbox for SqlInbox<DB> {
             Ok(Begun::Fresh(Box::new(Lent {
                 handle: Some(handle),
                 back,
+                key: key.to_owned(),
+                claim,
                 relay: self.relay.clone(),
                 pending: self.pending.clone(),
             })))
@@ -92,6 +100,9 @@ impl<DB: TxDatabase> Inbox for SqlInbox<DB> {
 struct Lent<DB: TxDatabase> {
     handle: Option<Tx<DB>>,
     back: oneshot::Receiver<Open<DB>>,
+    /// The inbox key, and the id the row was inserted with.
+    key: String,
+    claim: String,
     relay: mpsc::Sender<Committed>,
     pending: Arc<Pending>,
 }
@@ -113,10 +124,41 @@ impl<DB: TxDatabase> OpenTx for Lent<DB> {
             let Ok(open) = self.back.try_recv() else {
                 return Err(CommitError::TxKept);
             };
-            let Open { tx, staged, .. } = open;
-            tx.commit()
-                .await
-                .map_err(|e| CommitError::Database(db_error("commit failed", &e)))?;
+            let Open {
+                mut tx,
+                staged,
+                consumer,
+                ..
+            } = open;
+            // A transaction the handler aborted (a failed statement it went
+            // on from) or ended (a deadlock, its own COMMIT or ROLLBACK)
+            // no longer holds the inbox row it began with; committing it
+            // would ack a message whose effects are gone.
+            match DB::holds_claim(&mut tx, &consumer, &self.key, &self.claim).await {
+                Ok(true) => {}
+                Ok(false) | Err(sqlx::Error::Database(_)) => {
+                    let _ = tx.rollback().await;
+                    return Err(CommitError::Aborted(
+                        "the handler's transaction was aborted or ended before it returned (a statement failed and the handler went on, or it ran COMMIT/ROLLBACK itself): nothing was committed; return the database's errors with `?`".to_owned(),
+                    ));
+                }
+                Err(e) => {
+                    return Err(CommitError::Database(db_error(
+                        "cannot check the transaction before committing",
+                        &e,
+                    )));
+                }
+            }
+            match tokio::time::timeout(DB_WAIT, tx.commit()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(CommitError::Database(db_error("commit failed", &e))),
+                Err(_) => {
+                    return Err(CommitError::Database(format!(
+                        "the commit did not answer within {}s",
+                        DB_WAIT.as_secs()
+                    )));
+                }
+            }
             if !staged.is_empty() {
                 self.pending.add();
                 if self.relay.try_send(Committed { staged }).is_err() {
@@ -136,7 +178,10 @@ impl<DB: TxDatabase> OpenTx for Lent<DB> {
         drop(self.handle.take());
         Box::pin(async move {
             match self.back.try_recv() {
-                Ok(open) => open.tx.rollback().await.is_ok(),
+                Ok(open) => matches!(
+                    tokio::time::timeout(DB_WAIT, open.tx.rollback()).await,
+                    Ok(Ok(()))
+                ),
                 // Kept by the handler: it rolls back when dropped.
                 Err(_) => true,
             }

@@ -38,7 +38,7 @@ use crate::app::addon::{Addon, AddonInput, Prepared, TxConsumer};
 use crate::app::error::Error;
 use crate::core::idempotency::BoxFuture;
 use crate::core::inbox::DatabaseKind;
-use crate::core::mask::mask_password;
+use crate::core::mask::mask_secrets;
 
 /// A database a transactional handler's [`Tx`] can be for: `sqlx::Postgres`
 /// (the default) or `sqlx::MySql` (MySQL and MariaDB). Sealed.
@@ -47,7 +47,7 @@ pub trait TxDatabase: dialect::Dialect {}
 impl TxDatabase for Postgres {}
 impl TxDatabase for MySql {}
 
-impl crate::App {
+impl crate::app::builder::App {
     /// The database of the transactional consumers (handlers that take
     /// [`Tx`]), instead of `MQKIT_DATABASE_URL`: a `sqlx::PgPool` or a
     /// `sqlx::MySqlPool`. Its size bounds how many transactional handlers
@@ -93,10 +93,19 @@ async fn prepare(input: &AddonInput<'_>) -> Result<Option<Prepared>, Error> {
     // Each running handler holds one connection (its transaction); the
     // relay, sweeper and retention have their own (BACKGROUND_CONNECTIONS).
     let size = concurrency.clamp(1, 100);
+    // A copy of a message waits on its first copy's inbox row at most as
+    // long as that one's handler may run, and a little more.
+    let lock_wait = input
+        .transactional
+        .iter()
+        .map(|c| c.spec.timeout)
+        .max()
+        .unwrap_or_default()
+        + Duration::from_secs(5);
     let configured = match (given_pg, given_my, url) {
-        (Some(pool), _, _) => Given::Postgres(pool, "App::database".to_owned(), None),
-        (None, Some(pool), _) => Given::MySql(pool, "App::database".to_owned(), None),
-        (None, None, Some(url)) => Given::from_url(url, size)?,
+        (Some(pool), _, _) => Given::Postgres(pool, "App::database".to_owned()),
+        (None, Some(pool), _) => Given::MySql(pool, "App::database".to_owned()),
+        (None, None, Some(url)) => Given::from_url(url, size, lock_wait)?,
         (None, None, None) => {
             return Err(Error::NoDatabase {
                 handler: first.handler.to_owned(),
@@ -119,18 +128,17 @@ async fn prepare(input: &AddonInput<'_>) -> Result<Option<Prepared>, Error> {
     }
     let deadline = input.config.startup_timeout;
     let prepared = match configured {
-        Given::Postgres(pool, shown, own) => start(pool, own, &shown, input, deadline).await?,
-        Given::MySql(pool, shown, own) => start(pool, own, &shown, input, deadline).await?,
+        Given::Postgres(pool, shown) => start(pool, &shown, input, deadline).await?,
+        Given::MySql(pool, shown) => start(pool, &shown, input, deadline).await?,
     };
     Ok(Some(prepared))
 }
 
-/// The configured database: the handlers' pool, how it is shown in logs,
-/// and (from a URL) a small pool of its own for the relay, the sweeper and
-/// retention, so they never wait behind busy handlers.
+/// The configured database: the handlers' pool and how it is shown in
+/// logs.
 enum Given {
-    Postgres(Pool<Postgres>, String, Option<Pool<Postgres>>),
-    MySql(Pool<MySql>, String, Option<Pool<MySql>>),
+    Postgres(Pool<Postgres>, String),
+    MySql(Pool<MySql>, String),
 }
 
 impl Given {
@@ -141,9 +149,11 @@ impl Given {
         }
     }
 
-    /// A lazily connecting pool of `size` for `url` (the scheme decides).
-    fn from_url(url: &str, size: u32) -> Result<Self, Error> {
-        let shown = mask_password(url);
+    /// A lazily connecting pool of `size` for `url` (the scheme decides),
+    /// whose sessions wait at most `lock_wait` for a row lock.
+    fn from_url(url: &str, size: u32, lock_wait: Duration) -> Result<Self, Error> {
+        // The URL may carry its password as a query parameter too.
+        let shown = mask_secrets(url);
         let bad =
             |problem: String| Error::Database(format!("MQKIT_DATABASE_URL={shown}: {problem}"));
         let scheme = url.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
@@ -152,33 +162,33 @@ impl Given {
             Some("postgres" | "postgresql") => {
                 let options: sqlx::postgres::PgConnectOptions = url
                     .parse()
-                    .map_err(|e| bad(format!("not a valid PostgreSQL URL: {e}")))?;
-                let pool = pool_options(size).connect_lazy_with(options.clone());
-                let own = pool_options(BACKGROUND_CONNECTIONS).connect_lazy_with(options);
-                Ok(Given::Postgres(pool, shown_as, Some(own)))
+                    .map_err(|_| bad("not a valid PostgreSQL URL".to_owned()))?;
+                let options =
+                    options.options([("lock_timeout", format!("{}ms", lock_wait.as_millis()))]);
+                Ok(Given::Postgres(
+                    pool_options(size).connect_lazy_with(options),
+                    shown_as,
+                ))
             }
             Some("mysql" | "mariadb") => {
                 let url = url.replacen("mariadb://", "mysql://", 1);
                 let options: sqlx::mysql::MySqlConnectOptions = url
                     .parse()
-                    .map_err(|e| bad(format!("not a valid MySQL URL: {e}")))?;
-                let pool = pool_options(size).connect_lazy_with(options.clone());
-                // READ COMMITTED: InnoDB's repeatable read would keep locks
-                // on every unsent row a sweep scans (not only those it
-                // takes), so the relay would skip fresh rows it could send.
-                let own = pool_options(BACKGROUND_CONNECTIONS)
-                    .after_connect(|conn, _| {
+                    .map_err(|_| bad("not a valid MySQL URL".to_owned()))?;
+                let secs = lock_wait.as_secs().max(1);
+                let pool = pool_options(size)
+                    .after_connect(move |conn, _| {
                         Box::pin(async move {
                             sqlx::Executor::execute(
                                 conn,
-                                "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
+                                format!("SET SESSION innodb_lock_wait_timeout = {secs}").as_str(),
                             )
                             .await
                             .map(|_| ())
                         })
                     })
                     .connect_lazy_with(options);
-                Ok(Given::MySql(pool, shown_as, Some(own)))
+                Ok(Given::MySql(pool, shown_as))
             }
             _ => Err(bad(
                 "the scheme must be postgres:// (PostgreSQL) or mysql:// (MySQL/MariaDB)"
@@ -195,7 +205,7 @@ const BACKGROUND_CONNECTIONS: u32 = 3;
 /// committed, before the connection closes.
 const SHUTDOWN_RELAY_WAIT: Duration = Duration::from_secs(5);
 
-fn pool_options<DB: sqlx::Database>(size: u32) -> sqlx::pool::PoolOptions<DB> {
+pub(crate) fn pool_options<DB: sqlx::Database>(size: u32) -> sqlx::pool::PoolOptions<DB> {
     // A database that is down fails a delivery after 5 s (it is requeued)
     // rather than holding it for sqlx's default 30 s.
     sqlx::pool::PoolOptions::new()
@@ -214,7 +224,6 @@ fn example_url(kind: DatabaseKind) -> &'static str {
 /// relay, sweeper and retention tasks.
 async fn start<DB: TxDatabase>(
     pool: Pool<DB>,
-    own: Option<Pool<DB>>,
     shown: &str,
     input: &AddonInput<'_>,
     deadline: Duration,
@@ -239,7 +248,9 @@ async fn start<DB: TxDatabase>(
     let (relay_tx, relay_rx) = mpsc::channel(relay::RELAY_QUEUE);
     let pending = Arc::new(relay::Pending::default());
     let inbox = Arc::new(SqlInbox::new(pool.clone(), relay_tx, pending.clone()));
-    let background_pool = own.unwrap_or(pool);
+    // The relay, sweeper and retention get a few connections of their own
+    // (same options), so they never wait behind busy handlers.
+    let background_pool = DB::background_pool(&pool, BACKGROUND_CONNECTIONS);
     let tuning = input.config.outbox;
     let inboxes: retention::InboxAges = input
         .transactional

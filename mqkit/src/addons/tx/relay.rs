@@ -213,12 +213,14 @@ impl<DB: TxDatabase> Outbox<DB> {
                 "outbox relay: rows sent or locked elsewhere are left to their owner"
             );
         }
+        // A batch is published only by whoever locked all of its rows (a
+        // sweeper may hold some of them): so its order holds.
         let work: Vec<Vec<Item<'_>>> = batches
             .iter()
+            .filter(|b| b.staged.iter().all(|(id, _)| locked.contains(id)))
             .map(|b| {
                 b.staged
                     .iter()
-                    .filter(|(id, _)| locked.contains(id))
                     .map(|(id, m)| Item {
                         id: *id,
                         exchange: &m.exchange,
@@ -236,59 +238,61 @@ impl<DB: TxDatabase> Outbox<DB> {
         self.settle(tx, tally).await
     }
 
-    /// One sweep: up to [`SWEEP_ROWS`] due rows; how many were locked.
+    /// One sweep: up to [`SWEEP_ROWS`] due rows, batch by batch; how many
+    /// candidates there were.
     async fn sweep_once(&self) -> Result<usize, String> {
         let mut tx = self
             .pool
             .begin()
             .await
             .map_err(|e| db_error("cannot begin", &e))?;
-        let rows = DB::lock_due(&mut tx, self.tuning.sweep_after, SWEEP_ROWS)
+        let due = DB::lock_due(&mut tx, self.tuning.sweep_after, SWEEP_ROWS)
             .await
             .map_err(|e| db_error("cannot lock due outbox rows", &e))?;
-        let count = rows.len();
+        let count = due.len();
         if count == 0 {
             let _ = tx.rollback().await;
             return Ok(0);
         }
-        let mut tally = Tally::default();
-        // Group by batch, keeping id order inside each and the order in
-        // which batches first appear.
-        let mut batches: Vec<(&str, Vec<Item<'_>>)> = Vec::new();
-        let mut cut: HashSet<&str> = HashSet::new();
-        for row in &rows {
-            if cut.contains(row.batch.as_str()) {
+        // The batches of the due rows, oldest first; each is this sweep's
+        // only if every unsent row of it could be locked (another relay or
+        // sweeper may hold the rest; it is theirs then).
+        let mut seen = HashSet::new();
+        let mut owned: Vec<Vec<OutboxRow>> = Vec::new();
+        for (_, batch) in &due {
+            if !seen.insert(batch.as_str()) {
                 continue;
             }
-            let properties = match serde_json::from_str::<Properties>(&row.properties) {
-                Ok(p) => p,
-                Err(e) => {
-                    let error = format!("outbox row {} has unreadable properties: {e}", row.id);
-                    error!(outbox_id = row.id, error = %error, "outbox row cannot be published; fix or delete it");
-                    // This row and the rest of its batch wait (in order).
-                    let rest: Vec<i64> = rows
-                        .iter()
-                        .filter(|r| r.batch == row.batch && r.id >= row.id)
-                        .map(|r| r.id)
-                        .collect();
-                    tally.failed.push((rest, error, MAX_BACKOFF));
-                    batches.retain(|(b, _)| *b != row.batch.as_str());
-                    cut.insert(row.batch.as_str());
-                    continue;
-                }
-            };
-            let item = item_of(row, properties);
-            match batches.iter_mut().find(|(b, _)| *b == row.batch.as_str()) {
-                Some((_, items)) => items.push(item),
-                None => batches.push((row.batch.as_str(), vec![item])),
+            let (rows, unsent) = DB::lock_batch(&mut tx, batch)
+                .await
+                .map_err(|e| db_error("cannot lock an outbox batch", &e))?;
+            if i64::try_from(rows.len()).unwrap_or(i64::MAX) == unsent && !rows.is_empty() {
+                owned.push(rows);
             }
         }
-        let published = self
-            .publish(
-                batches.into_iter().map(|(_, items)| items).collect(),
-                "sweeper",
-            )
-            .await;
+        let mut tally = Tally::default();
+        let mut work: Vec<Vec<Item<'_>>> = Vec::new();
+        for rows in &owned {
+            let mut items = Vec::with_capacity(rows.len());
+            for (i, row) in rows.iter().enumerate() {
+                match serde_json::from_str::<Properties>(&row.properties) {
+                    Ok(properties) => items.push(item_of(row, properties)),
+                    Err(e) => {
+                        let error = format!("outbox row {} has unreadable properties: {e}", row.id);
+                        error!(outbox_id = row.id, error = %error, "outbox row cannot be published; fix or delete it");
+                        // This row and the rest of its batch wait (in order);
+                        // the rows before it go.
+                        let rest: Vec<i64> = rows[i..].iter().map(|r| r.id).collect();
+                        tally.failed.push((rest, error, MAX_BACKOFF));
+                        break;
+                    }
+                }
+            }
+            if !items.is_empty() {
+                work.push(items);
+            }
+        }
+        let published = self.publish(work, "sweeper").await;
         tally.sent.extend(published.sent);
         tally.failed.extend(published.failed);
         self.settle(tx, tally).await?;

@@ -22,7 +22,8 @@ pub(crate) async fn retention<DB: TxDatabase>(
     inboxes: InboxAges,
     stop: CancellationToken,
 ) {
-    let tuning = outbox.tuning;
+    let mut tuning = outbox.tuning;
+    tuning.delete_batch = tuning.delete_batch.max(1);
     let deleted = metrics::counter!("mqkit_outbox_retention_deleted_total");
     loop {
         let mut total = 0u64;
