@@ -302,7 +302,10 @@ impl App {
             return Err(Error::NoDatabase {
                 handler: c.handler.to_owned(),
                 kind: c.kind,
-                example: "postgres://user:password@host:5432/database",
+                example: match c.kind {
+                    DatabaseKind::MySql => "mysql://user:password@host:3306/database",
+                    _ => "postgres://user:password@host:5432/database",
+                },
             });
         }
         // Only consumers with idempotency fields that are not transactional
