@@ -218,7 +218,7 @@ impl<C: Consumer> Pipeline<C> {
         };
         tracing::Span::current().record("key", inbox_key.as_str());
         let ctx = self.context(delivery);
-        let open = match inbox.begin(&spec.queue, &inbox_key, message_id, &ctx).await {
+        let mut open = match inbox.begin(&spec.queue, &inbox_key, message_id, &ctx).await {
             Ok(Begun::Fresh(open)) => open,
             Ok(Begun::Duplicate) => return Outcome::Duplicate,
             Err(e) => {
@@ -228,7 +228,6 @@ impl<C: Consumer> Pipeline<C> {
                 };
             }
         };
-        let mut open = open;
         let ctx = ctx.with_tx(open.hand_out());
         match self.run_handler(msg, ctx).await {
             Ran::Ok => match open.commit().await {

@@ -436,7 +436,10 @@ async fn pg_migrations(conn: &mut sqlx::PgConnection) -> Result<()> {
             tracing::info!(version, name, "applied transactional-consumer migration");
         }
     }
-    Ok(())
+    sqlx::Executor::execute(&mut *conn, PROBE)
+        .await
+        .map(|_| ())
+        .map_err(probe_failed)
 }
 
 async fn mysql_migrations(conn: &mut sqlx::MySqlConnection) -> Result<()> {
@@ -467,7 +470,24 @@ async fn mysql_migrations(conn: &mut sqlx::MySqlConnection) -> Result<()> {
             tracing::info!(version, name, "applied transactional-consumer migration");
         }
     }
-    Ok(())
+    sqlx::Executor::execute(&mut *conn, PROBE)
+        .await
+        .map(|_| ())
+        .map_err(probe_failed)
+}
+
+/// Selects every column this version uses, so startup fails when the
+/// tables exist without one (made by something else, or by an unreleased
+/// build of mqkit), instead of every delivery being requeued for it.
+const PROBE: &str = "SELECT i.consumer, i.dedup_key, i.message_id, i.claim_id, i.received_at, \
+        o.id, o.batch_id, o.consumer, o.message_id, o.exchange, o.routing_key, o.properties, \
+        o.body, o.mandatory, o.created_at, o.sent_at, o.attempts, o.next_attempt_at, o.last_error \
+     FROM mqkit_inbox i, mqkit_outbox o WHERE 1 = 0";
+
+fn probe_failed(e: sqlx::Error) -> sqlx::Error {
+    sqlx::Error::Protocol(format!(
+        "tables mqkit_inbox / mqkit_outbox exist but lack columns this version of mqkit uses ({e}); they were not created by this version's migrations: rename or drop them (and their row in mqkit_schema_migrations) and start again"
+    ))
 }
 
 /// `?, ?, …` for `n` values (at least one, so `IN ()` never happens).
