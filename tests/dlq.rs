@@ -1,7 +1,8 @@
 //! Dead-letter operations against the real RabbitMQ (127.0.0.1:5672, with
-//! the management plugin on :15672) and MariaDB (127.0.0.1:3306, database
-//! `test`): the archiver inside `App`, alerts to a local webhook server,
-//! and the `mqkit dlq` command run as a child process. Every test uses
+//! the management plugin on :15672), MariaDB (127.0.0.1:3306, database
+//! `test`) and PostgreSQL (127.0.0.1:5432, database `test`): the archiver
+//! inside `App`, alerts to a local webhook server, and the `mqkit dlq`
+//! command run as a child process. Every test uses
 //! unique queue names, deletes its queues and its archive rows on drop,
 //! and never stops a shared service (the database outage is a proxy).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -18,6 +19,8 @@ mod alerts;
 mod archive;
 #[path = "dlq/command.rs"]
 mod command;
+#[path = "dlq/from_archive.rs"]
+mod from_archive;
 #[path = "dlq/replay.rs"]
 mod replay;
 
@@ -33,7 +36,8 @@ use mqkit::{App, Config, Consumer, ConsumerSpec, DlqTuning, HandlerError};
 use serde::Deserialize;
 use serde_json::json;
 use support::{
-    DB_URL, DbCleanup, DbProxy, Hook, HookMode, cli_command, db, mqkit, rows, total_messages,
+    Archive, Archived, Backend, DB_URL, DbCleanup, DbProxy, Hook, HookMode, cli_command, db, db_of,
+    exec, mqkit, rows, total_messages,
 };
 
 #[derive(Debug, Deserialize)]
@@ -60,6 +64,7 @@ fn tuning() -> DlqTuning {
         alert_window: Duration::from_secs(60),
         alert_timeout: Duration::from_secs(2),
         retry_delay: Duration::from_millis(300),
+        ..DlqTuning::default()
     }
 }
 

@@ -1,6 +1,6 @@
-//! The archiver: every kind of dead letter as one row with every field, a
-//! redelivery without a second row, a database outage, startup checks and
-//! masked passwords.
+//! The archiver, each test on MariaDB and on PostgreSQL: every kind of dead
+//! letter as one row with every field, a redelivery without a second row, a
+//! database outage, retention, startup checks and masked passwords.
 
 use super::*;
 
@@ -18,14 +18,29 @@ async fn archive_handler(e: Event) -> Result<(), HandlerError> {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dead_letters_of_every_kind_become_one_row_each_with_every_field() {
+/// A test on both archive databases: `name_mariadb` and `name_postgres`.
+macro_rules! on_both {
+    ($body:ident: $($name:ident, $backend:expr);+) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                $body($backend).await;
+            }
+        )+
+    };
+}
+
+on_both!(every_kind:
+    dead_letters_of_every_kind_become_one_row_each_with_every_field_mariadb, Backend::MySql;
+    dead_letters_of_every_kind_become_one_row_each_with_every_field_postgres, Backend::Postgres);
+
+async fn every_kind(backend: Backend) {
     let broker = Broker::connect().await;
-    let db = db().await;
+    let db = db_of(backend).await;
     let (spec, running, _cleanup, mut db_cleanup) = start(
         archive_handler {},
         "archive",
-        app(Some(DB_URL.to_owned()), None, tuning()).http_addr("127.0.0.1:0"),
+        app(Some(backend.url()), None, tuning()).http_addr("127.0.0.1:0"),
     )
     .await;
     let q = spec.queue.to_string();
@@ -216,10 +231,13 @@ async fn outage_handler(e: Event) -> Result<(), HandlerError> {
     Err(HandlerError::reject(format!("no {}", e.id)))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn with_the_database_down_nothing_is_acked_and_rows_appear_once_it_is_back() {
-    let db = db().await;
-    let proxy = DbProxy::start().await;
+on_both!(outage:
+    with_the_database_down_nothing_is_acked_and_rows_appear_once_it_is_back_mariadb, Backend::MySql;
+    with_the_database_down_nothing_is_acked_and_rows_appear_once_it_is_back_postgres, Backend::Postgres);
+
+async fn outage(backend: Backend) {
+    let db = db_of(backend).await;
+    let proxy = DbProxy::start_to(backend).await;
     let (spec, running, _cleanup, _db_cleanup) = start(
         outage_handler {},
         "outage",
@@ -316,7 +334,7 @@ async fn dead_letter_settings_are_checked_at_startup() {
         "{err}"
     );
     let err = app(
-        Some("postgres://root:pw-s3cret@127.0.0.1:5432/test".into()),
+        Some("redis://root:pw-s3cret@127.0.0.1:6379/0".into()),
         None,
         tuning(),
     )
@@ -325,22 +343,32 @@ async fn dead_letter_settings_are_checked_at_startup() {
     .await
     .unwrap_err()
     .to_string();
-    assert!(err.starts_with("MQKIT_DLQ_ARCHIVE_URL=postgres://root:****@127.0.0.1:5432/test: not a MySQL/MariaDB URL"), "{err}");
+    assert!(
+        err.starts_with(
+            "MQKIT_DLQ_ARCHIVE_URL=redis://root:****@127.0.0.1:6379/0: not a MySQL/MariaDB or PostgreSQL URL; use mysql://"
+        ),
+        "{err}"
+    );
     assert!(!err.contains("pw-s3cret"), "{err}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_refused_database_login_is_logged_with_the_password_masked() {
+on_both!(refused_login:
+    a_refused_database_login_is_logged_with_the_password_masked_mariadb, Backend::MySql;
+    a_refused_database_login_is_logged_with_the_password_masked_postgres, Backend::Postgres);
+
+async fn refused_login(backend: Backend) {
+    let url = match backend {
+        Backend::MySql => "mysql://nobody:db-s3cret@127.0.0.1:3306/test",
+        Backend::Postgres => "postgres://nobody:db-s3cret@127.0.0.1:5432/test",
+    };
+    let shown = url.replace("db-s3cret", "****");
     let queue = common::unique("masked");
     let mut spec = ConsumerSpec::new(queue.clone());
     spec.dlx = format!("{queue}.dlx").into();
     let _cleanup = Cleanup::specs(&[&spec]);
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mqkit-test-service"))
         .env("MQKIT_AMQP_URL", AMQP_URL)
-        .env(
-            "MQKIT_DLQ_ARCHIVE_URL",
-            "mysql://nobody:db-s3cret@127.0.0.1:3306/test",
-        )
+        .env("MQKIT_DLQ_ARCHIVE_URL", url)
         .env("TEST_QUEUE", &queue)
         .env("TEST_DLX", spec.dlx.as_ref())
         .env("RUST_LOG", "info")
@@ -374,9 +402,85 @@ async fn a_refused_database_login_is_logged_with_the_password_masked() {
         text.contains("cannot prepare the dead-letter archive table"),
         "{text}"
     );
-    assert!(
-        text.contains("mysql://nobody:****@127.0.0.1:3306/test"),
-        "{text}"
-    );
+    assert!(text.contains(&shown), "{text}");
     assert!(!text.contains("db-s3cret"), "password leaked: {text}");
+}
+
+#[mqkit::consumer(queue = "retention", max_retries = 0)]
+async fn retention_handler(e: Event) -> Result<(), HandlerError> {
+    Err(HandlerError::reject(format!("no {}", e.id)))
+}
+
+on_both!(retention:
+    retention_deletes_only_rows_past_it_in_batches_mariadb, Backend::MySql;
+    retention_deletes_only_rows_past_it_in_batches_postgres, Backend::Postgres);
+
+async fn retention(backend: Backend) {
+    let db = db_of(backend).await;
+    // Batches of 2 rows every 200 ms: five old rows take three batches.
+    let tuning = DlqTuning {
+        retention_interval: Duration::from_millis(200),
+        delete_batch: 2,
+        delete_pause: Duration::from_millis(10),
+        ..tuning()
+    };
+    let app = App::new().config(Config {
+        amqp_urls: vec![AMQP_URL.to_owned()],
+        shutdown_grace: Duration::from_secs(5),
+        dlq_archive_url: Some(backend.url()),
+        dlq_archive_retention: Duration::from_secs(30 * 86_400),
+        dlq_tuning: tuning,
+        ..Config::default()
+    });
+    let (spec, running, _cleanup, _db_cleanup) =
+        start(retention_handler {}, "retention", app).await;
+    let broker = Broker::connect().await;
+    let q = spec.queue.to_string();
+    let ids = [
+        "old-0", "old-1", "old-2", "old-3", "old-4", "young-0", "new-0",
+    ];
+    for id in ids {
+        broker
+            .publish(&q, json!({"id": id}).to_string().as_bytes(), props(id))
+            .await;
+    }
+    assert!(
+        eventually(Duration::from_secs(30), async || rows(&db, &q).await.len()
+            == ids.len())
+        .await,
+        "{:?}",
+        rows(&db, &q).await
+    );
+    // Five rows archived 31 days ago, one 29 days ago, one now.
+    let aged = |days: u32, pattern: &str| {
+        let mysql = format!(
+            "UPDATE mqkit_dead_letters SET archived_at = UTC_TIMESTAMP(3) - INTERVAL {days} DAY \
+             WHERE original_queue = ? AND message_id LIKE '{pattern}'"
+        );
+        let postgres = format!(
+            "UPDATE mqkit_dead_letters SET archived_at = (now() AT TIME ZONE 'UTC') - interval '{days} days' \
+             WHERE original_queue = $1 AND message_id LIKE '{pattern}'"
+        );
+        (mysql, postgres)
+    };
+    let (m, p) = aged(29, "young-%");
+    assert_eq!(exec(&db, &m, &p, &q).await, 1);
+    let (m, p) = aged(31, "old-%");
+    assert_eq!(exec(&db, &m, &p, &q).await, 5);
+    let left = |rows: Vec<Archived>| {
+        let mut ids: Vec<String> = rows.into_iter().map(|r| r.message_id).collect();
+        ids.sort();
+        ids
+    };
+    assert!(
+        eventually(Duration::from_secs(30), async || rows(&db, &q).await.len()
+            == 2)
+        .await,
+        "rows left: {:?}",
+        left(rows(&db, &q).await)
+    );
+    // A few more rounds: nothing else goes.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(left(rows(&db, &q).await), ["new-0", "young-0"]);
+    running.shutdown().await.unwrap();
 }

@@ -1,6 +1,7 @@
-//! Fixtures for the dead-letter tests: the archive database (rows read back,
-//! deleted on drop), a toggleable TCP proxy in front of MariaDB (an outage
-//! without stopping the shared server), a minimal HTTP webhook server, and
+//! Fixtures for the dead-letter tests: the archive database, MariaDB or
+//! PostgreSQL ([`Backend`]; rows read back, deleted on drop), a toggleable
+//! TCP proxy in front of either (an outage without stopping the shared
+//! server), a minimal HTTP webhook server, and
 //! the `mqkit` command run as a child process.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
@@ -11,6 +12,7 @@ use std::time::Duration;
 
 use sqlx::Row as _;
 use sqlx::mysql::MySqlPool;
+use sqlx::postgres::PgPool;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -18,6 +20,46 @@ use tokio::task::JoinHandle;
 
 /// MariaDB on this machine: root without a password, database `test`.
 pub(crate) const DB_URL: &str = "mysql://root@127.0.0.1:3306/test";
+/// PostgreSQL on this machine: postgres, trust auth, database `test`.
+pub(crate) const PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+/// Which database holds the archive in a test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Backend {
+    MySql,
+    Postgres,
+}
+
+impl Backend {
+    pub(crate) fn url(self) -> String {
+        match self {
+            Backend::MySql => DB_URL.to_owned(),
+            Backend::Postgres => PG_URL.to_owned(),
+        }
+    }
+
+    fn port(self) -> u16 {
+        match self {
+            Backend::MySql => 3306,
+            Backend::Postgres => 5432,
+        }
+    }
+
+    /// `url()` with another port (the proxy's) and user.
+    pub(crate) fn url_via(self, port: u16, user: &str) -> String {
+        match self {
+            Backend::MySql => format!("mysql://{user}@127.0.0.1:{port}/test"),
+            Backend::Postgres => format!("postgres://{user}@127.0.0.1:{port}/test"),
+        }
+    }
+}
+
+/// A connection pool to the archive database of a test.
+#[derive(Debug, Clone)]
+pub(crate) enum Archive {
+    My(MySqlPool),
+    Pg(PgPool),
+}
 
 // ---------------------------------------------------------------- archive rows
 
@@ -36,14 +78,32 @@ pub(crate) struct Archived {
     pub(crate) body: Vec<u8>,
 }
 
-pub(crate) async fn db() -> MySqlPool {
-    MySqlPool::connect(DB_URL)
-        .await
-        .expect("MariaDB on 127.0.0.1:3306 (root, no password, database `test`)")
+/// The MariaDB archive.
+pub(crate) async fn db() -> Archive {
+    db_of(Backend::MySql).await
+}
+
+pub(crate) async fn db_of(backend: Backend) -> Archive {
+    match backend {
+        Backend::MySql => Archive::My(
+            MySqlPool::connect(DB_URL)
+                .await
+                .expect("MariaDB on 127.0.0.1:3306 (root, no password, database `test`)"),
+        ),
+        Backend::Postgres => Archive::Pg(
+            PgPool::connect(PG_URL)
+                .await
+                .expect("PostgreSQL on 127.0.0.1:5432 (postgres, trust, database `test`)"),
+        ),
+    }
 }
 
 /// Rows archived for `queue` (empty while the table does not exist yet).
-pub(crate) async fn rows(db: &MySqlPool, queue: &str) -> Vec<Archived> {
+pub(crate) async fn rows(db: &Archive, queue: &str) -> Vec<Archived> {
+    let db = match db {
+        Archive::My(db) => db,
+        Archive::Pg(db) => return pg_rows(db, queue).await,
+    };
     let found = sqlx::query(
         // The key columns are utf8mb4_bin (queue names and message ids are
         // case-sensitive), which sqlx reads as binary: cast them for String.
@@ -75,8 +135,55 @@ pub(crate) async fn rows(db: &MySqlPool, queue: &str) -> Vec<Archived> {
         .collect()
 }
 
-/// Deletes the archive rows of these queues when dropped (even when the
-/// test fails); the table itself stays, like in production.
+async fn pg_rows(db: &PgPool, queue: &str) -> Vec<Archived> {
+    let found = sqlx::query(
+        "SELECT original_queue, message_id, to_char(failed_at, 'YYYY-MM-DD HH24:MI:SS.MS') AS failed_at, \
+         dlq, business_key, error_kind, error_text, attempts, headers, body \
+         FROM mqkit_dead_letters WHERE original_queue = $1 ORDER BY id",
+    )
+    .bind(queue)
+    .fetch_all(db)
+    .await;
+    let Ok(found) = found else {
+        return Vec::new();
+    };
+    found
+        .iter()
+        .map(|r| Archived {
+            original_queue: r.get("original_queue"),
+            message_id: r.get("message_id"),
+            failed_at: r.get("failed_at"),
+            dlq: r.get("dlq"),
+            business_key: r.get("business_key"),
+            error_kind: r.get("error_kind"),
+            error_text: r.get("error_text"),
+            attempts: r
+                .get::<Option<i64>, _>("attempts")
+                .map(|a| u32::try_from(a).unwrap()),
+            headers: serde_json::from_str(r.get::<&str, _>("headers")).unwrap(),
+            body: r.get("body"),
+        })
+        .collect()
+}
+
+/// Runs one SQL statement with one text parameter on the archive (`?` for
+/// MySQL is written `$1` for PostgreSQL by the caller).
+pub(crate) async fn exec(db: &Archive, mysql: &str, postgres: &str, arg: &str) -> u64 {
+    match db {
+        Archive::My(db) => {
+            let done = sqlx::query(mysql).bind(arg).execute(db).await.unwrap();
+            done.rows_affected()
+        }
+        Archive::Pg(db) => {
+            let done = sqlx::query(postgres).bind(arg).execute(db).await.unwrap();
+            done.rows_affected()
+        }
+    }
+}
+
+/// Deletes the archive rows of these queues, in both databases, when
+/// dropped (even when the test fails); the table itself stays, like in
+/// production.
 pub(crate) struct DbCleanup(pub(crate) Vec<String>);
 
 impl Drop for DbCleanup {
@@ -88,16 +195,26 @@ impl Drop for DbCleanup {
                 .build()
                 .unwrap();
             rt.block_on(async move {
-                let Ok(db) = MySqlPool::connect(DB_URL).await else {
-                    return;
-                };
-                for q in &queues {
-                    let _ = sqlx::query("DELETE FROM mqkit_dead_letters WHERE original_queue = ?")
-                        .bind(q)
-                        .execute(&db)
-                        .await;
+                if let Ok(db) = MySqlPool::connect(DB_URL).await {
+                    for q in &queues {
+                        let _ =
+                            sqlx::query("DELETE FROM mqkit_dead_letters WHERE original_queue = ?")
+                                .bind(q)
+                                .execute(&db)
+                                .await;
+                    }
+                    db.close().await;
                 }
-                db.close().await;
+                if let Ok(db) = PgPool::connect(PG_URL).await {
+                    for q in &queues {
+                        let _ =
+                            sqlx::query("DELETE FROM mqkit_dead_letters WHERE original_queue = $1")
+                                .bind(q)
+                                .execute(&db)
+                                .await;
+                    }
+                    db.close().await;
+                }
             });
         });
         let _ = done.join();
@@ -106,10 +223,11 @@ impl Drop for DbCleanup {
 
 // ---------------------------------------------------------------- database proxy
 
-/// A TCP proxy to MariaDB that the test can switch off: off closes every
+/// A TCP proxy to MariaDB or PostgreSQL that the test can switch off: off closes every
 /// proxied connection and refuses new ones (accept, then close at once).
 pub(crate) struct DbProxy {
     pub(crate) port: u16,
+    backend: Backend,
     up: watch::Sender<bool>,
     /// Connections refused while off: proof that the archiver kept trying.
     pub(crate) refused: Arc<AtomicUsize>,
@@ -119,7 +237,13 @@ pub(crate) struct DbProxy {
 }
 
 impl DbProxy {
+    /// A proxy to MariaDB.
     pub(crate) async fn start() -> DbProxy {
+        DbProxy::start_to(Backend::MySql).await
+    }
+
+    pub(crate) async fn start_to(backend: Backend) -> DbProxy {
+        let target = backend.port();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let (up, _) = watch::channel(true);
@@ -140,7 +264,7 @@ impl DbProxy {
                 let active = active_c.clone();
                 active.fetch_add(1, Ordering::SeqCst);
                 tokio::spawn(async move {
-                    if let Ok(mut server) = TcpStream::connect("127.0.0.1:3306").await {
+                    if let Ok(mut server) = TcpStream::connect(("127.0.0.1", target)).await {
                         let mut client = client;
                         tokio::select! {
                             _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
@@ -153,6 +277,7 @@ impl DbProxy {
         });
         DbProxy {
             port,
+            backend,
             up,
             refused,
             active,
@@ -161,7 +286,11 @@ impl DbProxy {
     }
 
     pub(crate) fn url(&self) -> String {
-        format!("mysql://root@127.0.0.1:{}/test", self.port)
+        let user = match self.backend {
+            Backend::MySql => "root",
+            Backend::Postgres => "postgres",
+        };
+        self.backend.url_via(self.port, user)
     }
 
     pub(crate) fn set_up(&self, up: bool) {

@@ -26,10 +26,15 @@ pub struct Config {
     pub startup_timeout: Duration,
     /// The `connection_name` client property shown in the management UI.
     pub connection_name: String,
-    /// MySQL/MariaDB URL of the dead-letter archive (`MQKIT_DLQ_ARCHIVE_URL`):
+    /// MySQL/MariaDB or PostgreSQL URL of the dead-letter archive
+    /// (`MQKIT_DLQ_ARCHIVE_URL`, `mysql://…` or `postgres://…`):
     /// set = every DLQ of the service's consumers is archived there (needs
     /// the `dlq` feature); `None` = DLQs are left alone.
     pub dlq_archive_url: Option<String>,
+    /// How long archived dead letters are kept
+    /// (`MQKIT_DLQ_ARCHIVE_RETENTION`, default 30 days); older rows are
+    /// deleted in batches by the archiver.
+    pub dlq_archive_retention: Duration,
     /// Webhook for dead-letter alerts (`MQKIT_DLQ_ALERT_WEBHOOK`, `http://`);
     /// needs [`Config::dlq_archive_url`], since alerts come from the archiver.
     pub dlq_alert_webhook: Option<String>,
@@ -62,6 +67,12 @@ pub struct DlqTuning {
     /// How long a dead letter that could not be stored is held before it is
     /// nacked back to its DLQ (so an archive outage is no hot loop). Default 5 s.
     pub retry_delay: Duration,
+    /// How often retention deletes expired rows. Default 60 s.
+    pub retention_interval: Duration,
+    /// Rows per retention `DELETE`. Default 1000.
+    pub delete_batch: i64,
+    /// Pause between two retention batches. Default 50 ms.
+    pub delete_pause: Duration,
 }
 
 /// How transactional consumers' outbox and inbox are looked after. The
@@ -104,6 +115,9 @@ impl Default for DlqTuning {
             alert_window: Duration::from_secs(60),
             alert_timeout: Duration::from_secs(5),
             retry_delay: Duration::from_secs(5),
+            retention_interval: Duration::from_secs(60),
+            delete_batch: 1000,
+            delete_pause: Duration::from_millis(50),
         }
     }
 }
@@ -125,6 +139,7 @@ impl std::fmt::Debug for Config {
                 "dlq_alert_webhook",
                 &self.dlq_alert_webhook.as_deref().map(mask_secrets),
             )
+            .field("dlq_archive_retention", &self.dlq_archive_retention)
             .field("dlq_tuning", &self.dlq_tuning)
             .field("http_addr", &self.http_addr)
             .field(
@@ -147,6 +162,7 @@ impl Default for Config {
             startup_timeout: Duration::from_secs(15),
             connection_name: default_connection_name(),
             dlq_archive_url: None,
+            dlq_archive_retention: Duration::from_secs(30 * 86_400),
             dlq_alert_webhook: None,
             dlq_tuning: DlqTuning::default(),
             http_addr: None,
@@ -161,7 +177,8 @@ impl Config {
     /// Reads `MQKIT_AMQP_URL`, `MQKIT_REDIS_URL`, `MQKIT_HEARTBEAT_SECS`,
     /// `MQKIT_SHUTDOWN_GRACE_SECS`, `MQKIT_HTTP_ADDR`,
     /// `MQKIT_DLQ_ARCHIVE_URL`, `MQKIT_DLQ_ALERT_WEBHOOK`,
-    /// `MQKIT_DATABASE_URL`, `MQKIT_OUTBOX_RETENTION` and every
+    /// `MQKIT_DLQ_ARCHIVE_RETENTION`, `MQKIT_DATABASE_URL`,
+    /// `MQKIT_OUTBOX_RETENTION` and every
     /// `MQKIT_CONSUMER_*` override; unset variables keep their defaults.
     pub fn from_env() -> Result<Self, Error> {
         // Variables whose name or value is not Unicode are none of ours.
@@ -200,14 +217,10 @@ impl Config {
         config.dlq_alert_webhook = get("MQKIT_DLQ_ALERT_WEBHOOK").filter(|s| !s.trim().is_empty());
         config.database_url = get("MQKIT_DATABASE_URL").filter(|s| !s.trim().is_empty());
         if let Some(v) = get("MQKIT_OUTBOX_RETENTION").filter(|s| !s.trim().is_empty()) {
-            config.outbox.retention = humantime::parse_duration(v.trim())
-                .ok()
-                .filter(|d| *d >= Duration::from_secs(1))
-                .ok_or_else(|| {
-                    Error::Config(format!(
-                        "MQKIT_OUTBOX_RETENTION={v:?} is not a duration of at least 1s (e.g. \"7d\", \"36h\")"
-                    ))
-                })?;
+            config.outbox.retention = retention("MQKIT_OUTBOX_RETENTION", &v)?;
+        }
+        if let Some(v) = get("MQKIT_DLQ_ARCHIVE_RETENTION").filter(|s| !s.trim().is_empty()) {
+            config.dlq_archive_retention = retention("MQKIT_DLQ_ARCHIVE_RETENTION", &v)?;
         }
         if let Some(v) = get("MQKIT_HEARTBEAT_SECS") {
             config.heartbeat = Duration::from_secs(secs("MQKIT_HEARTBEAT_SECS", &v, 1, 3600)?);
@@ -244,6 +257,18 @@ pub(crate) fn split_urls(urls: &str) -> Vec<String> {
         .filter(|s| !s.is_empty())
         .map(str::to_owned)
         .collect()
+}
+
+/// A retention duration (`7d`, `36h`, `30d`) of at least a second.
+fn retention(name: &str, v: &str) -> Result<Duration, Error> {
+    humantime::parse_duration(v.trim())
+        .ok()
+        .filter(|d| *d >= Duration::from_secs(1))
+        .ok_or_else(|| {
+            Error::Config(format!(
+                "{name}={v:?} is not a duration of at least 1s (e.g. \"30d\", \"36h\")"
+            ))
+        })
 }
 
 fn secs(name: &str, value: &str, min: u64, max: u64) -> Result<u64, Error> {
@@ -309,6 +334,21 @@ mod tests {
         assert_eq!(c.dlq_tuning.alert_window, Duration::from_secs(60));
         let empty = Config::from_lookup(|_| None).unwrap_or_default();
         assert_eq!(empty.dlq_archive_url, None);
+        assert_eq!(
+            empty.dlq_archive_retention,
+            Duration::from_secs(30 * 86_400)
+        );
+        let kept = |name: &str| (name == "MQKIT_DLQ_ARCHIVE_RETENTION").then(|| "90d".to_owned());
+        let kept = Config::from_lookup(kept).unwrap_or_default();
+        assert_eq!(kept.dlq_archive_retention, Duration::from_secs(90 * 86_400));
+        let bad =
+            |name: &str| (name == "MQKIT_DLQ_ARCHIVE_RETENTION").then(|| "forever".to_owned());
+        let err = Config::from_lookup(bad).err().map(|e| e.to_string());
+        assert!(
+            err.as_deref()
+                .is_some_and(|e| e.contains("MQKIT_DLQ_ARCHIVE_RETENTION=\"forever\"")),
+            "{err:?}"
+        );
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! The `mqkit` operator command (feature `cli`): `mqkit dlq list | show |
-//! replay | purge`. `list` reads queue depths from the RabbitMQ management
-//! HTTP API; the others speak AMQP only.
+//! replay | purge | stats`. `list` reads queue depths from the RabbitMQ
+//! management HTTP API; `show`, `replay` and `purge` speak AMQP;
+//! `replay --from-archive` and `stats` read the dead-letter archive
+//! (`archive`).
 //!
 //! Entry points: [`main`] (what `src/bin/mqkit.rs` calls), [`main_with_args`]
 //! and [`run`] (parsed arguments in, exit code or [`CliError`] out).
@@ -9,6 +11,7 @@
 //! 2 bad usage; 3 `replay` finished but left messages it could not route in
 //! the DLQ.
 
+mod archive;
 mod inspect;
 mod list;
 mod replay;
@@ -65,10 +68,13 @@ pub(crate) enum DlqCommand {
     /// order stay unchanged).
     Show(ShowArgs),
     /// Send dead letters back to their original queue: each is published
-    /// with a confirm, then acked from the DLQ, so a crash loses nothing.
+    /// with a confirm, then acked from the DLQ (or, with --from-archive,
+    /// marked replayed in the archive), so a crash loses nothing.
     Replay(ReplayArgs),
     /// Delete every message in a DLQ.
     Purge(PurgeArgs),
+    /// Counts of archived dead letters by day, queue and kind.
+    Stats(StatsArgs),
 }
 
 /// `mqkit dlq list`
@@ -95,8 +101,30 @@ pub(crate) struct ShowArgs {
 /// `mqkit dlq replay`
 #[derive(Debug, Args)]
 pub(crate) struct ReplayArgs {
-    /// The dead-letter queue.
-    pub queue: String,
+    /// The dead-letter queue (not with --from-archive).
+    #[arg(
+        required_unless_present = "from_archive",
+        conflicts_with = "from_archive"
+    )]
+    pub dlq: Option<String>,
+    /// Replay from the dead-letter archive at this database URL
+    /// (mysql://… or postgres://…) instead of a DLQ; rows are marked
+    /// replayed, and rows replayed before are skipped unless --again.
+    #[arg(long, value_name = "URL")]
+    pub from_archive: Option<String>,
+    /// With --from-archive: only dead letters of this original queue.
+    #[arg(long, value_name = "QUEUE", requires = "from_archive")]
+    pub queue: Option<String>,
+    #[command(flatten)]
+    pub time: TimeArgs,
+    /// With --from-archive: only the dead letter(s) with this business key
+    /// (the idempotency fields as the consumer joins them, e.g. `A-17`, or
+    /// the whole stored key `mqkit:idem:order:A-17`).
+    #[arg(long, value_name = "KEY", requires = "from_archive")]
+    pub key: Option<String>,
+    /// With --from-archive: replay rows that were replayed before too.
+    #[arg(long, requires = "from_archive")]
+    pub again: bool,
     /// Replay at most N messages.
     #[arg(long, value_name = "N")]
     pub limit: Option<u64>,
@@ -112,6 +140,41 @@ pub(crate) struct ReplayArgs {
     /// Replay at most N messages per second (spare a recovering service).
     #[arg(long, value_name = "N")]
     pub rate: Option<u32>,
+}
+
+/// `--since` / `--until`: when the dead letters failed.
+#[derive(Debug, Args)]
+pub(crate) struct TimeArgs {
+    /// Only dead letters that failed at or after this time: RFC 3339
+    /// (`2026-12-01T08:00:00Z`), `YYYY-MM-DD[ HH:MM[:SS]]` in UTC, or a
+    /// duration ago (`2h`, `3d`). Archive only.
+    #[arg(long, value_name = "TIME", value_parser = archive::parse_time)]
+    pub since: Option<String>,
+    /// Only dead letters that failed before this time (same forms as
+    /// --since). Archive only.
+    #[arg(long, value_name = "TIME", value_parser = archive::parse_time)]
+    pub until: Option<String>,
+}
+
+/// `mqkit dlq stats`
+#[derive(Debug, Args)]
+pub(crate) struct StatsArgs {
+    /// The dead-letter archive (mysql://… or postgres://…).
+    #[arg(
+        long,
+        env = "MQKIT_DLQ_ARCHIVE_URL",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    pub archive: String,
+    /// Only dead letters of this original queue.
+    #[arg(long, value_name = "QUEUE")]
+    pub queue: Option<String>,
+    /// Only these error kinds (repeat or separate with commas).
+    #[arg(long, value_name = "KIND", value_delimiter = ',')]
+    pub kind: Vec<String>,
+    #[command(flatten)]
+    pub time: TimeArgs,
 }
 
 /// `mqkit dlq purge`
@@ -182,6 +245,19 @@ pub(crate) enum CliError {
         /// Its depth.
         depth: u32,
     },
+    /// The dead-letter archive could not be read or updated.
+    #[error(
+        "dead-letter archive {url}: {problem}. Check that the database is running and the URL's host, port, user, password and database"
+    )]
+    Archive {
+        /// The archive URL, password masked.
+        url: String,
+        /// What went wrong (password scrubbed).
+        problem: String,
+    },
+    /// Options that do not go together.
+    #[error("{0}")]
+    Usage(String),
     /// The management API failed.
     #[error("RabbitMQ management API at {api}: {problem}")]
     Management {
@@ -227,6 +303,10 @@ where
     };
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
+        Err(e @ CliError::Usage(_)) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
         Err(e) => {
             eprintln!("error: {}", one_line(&e.to_string()));
             ExitCode::FAILURE
@@ -237,16 +317,32 @@ where
 /// Runs a parsed command; the report goes to stdout, progress to stderr.
 pub(crate) async fn run(cli: Cli) -> Result<ExitCode, CliError> {
     let Command::Dlq(command) = cli.command;
-    if let DlqCommand::List(args) = &command {
-        return list::list(&cli.url, args).await;
+    match &command {
+        DlqCommand::List(args) => return list::list(&cli.url, args).await,
+        DlqCommand::Stats(args) => return archive::stats(args).await,
+        DlqCommand::Replay(args) if args.time.since.is_some() || args.time.until.is_some() => {
+            if args.from_archive.is_none() {
+                return Err(CliError::Usage(
+                    "--since and --until select archived dead letters: add --from-archive URL"
+                        .to_owned(),
+                ));
+            }
+        }
+        _ => {}
     }
     let connection = connect(&cli.url).await?;
     let vhost = vhost_of(&cli.url);
     let result = match &command {
-        DlqCommand::List(_) => Ok(ExitCode::SUCCESS),
+        DlqCommand::List(_) | DlqCommand::Stats(_) => Ok(ExitCode::SUCCESS),
         DlqCommand::Show(args) => inspect::show(&connection, &vhost, args).await,
         DlqCommand::Purge(args) => inspect::purge(&connection, &vhost, args).await,
-        DlqCommand::Replay(args) => replay::replay(&connection, &vhost, args).await,
+        DlqCommand::Replay(args) => match (&args.from_archive, &args.dlq) {
+            (Some(url), _) => archive::replay(&connection, url, args).await,
+            (None, Some(dlq)) => replay::replay(&connection, &vhost, dlq, args).await,
+            (None, None) => Err(CliError::Usage(
+                "replay needs a DLQ name or --from-archive URL".to_owned(),
+            )),
+        },
     };
     if connection.status().connected() {
         let _ = connection.close(200, "OK".into()).await;

@@ -40,9 +40,9 @@ struct Tally {
 pub(super) async fn replay(
     connection: &Arc<Connection>,
     vhost: &str,
+    queue: &str,
     args: &ReplayArgs,
 ) -> Result<ExitCode, CliError> {
-    let queue = args.queue.as_str();
     let (depth, channel) = open_queue(connection, vhost, queue).await?;
     let amqp = amqp_error(queue);
     let broker = BrokerPublisher::new();

@@ -1,7 +1,8 @@
 //! The DLQ archiver: consumes every DLQ of the service's consumers (manual
-//! ack), stores one row per dead letter in MySQL/MariaDB (`super::store`),
-//! then acks; hands newly stored dead letters to the [alert](super::alert)
-//! task.
+//! ack), stores one row per dead letter in MySQL/MariaDB or PostgreSQL
+//! (`super::store`), then acks; hands newly stored dead letters to the
+//! [alert](super::alert) task; deletes rows past their retention
+//! (`MQKIT_DLQ_ARCHIVE_RETENTION`) in batches.
 //!
 //! Never acks what was not stored: when the insert fails (database down,
 //! refused), the delivery is held for `retry_delay` and nacked back to its
@@ -16,20 +17,18 @@
 //! [`Archiver`], split by [`Archiver::start`].
 
 use std::collections::HashMap;
-use std::str::FromStr as _;
 use std::sync::Arc;
 use std::time::Duration;
 
 use lapin::Connection;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
-use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use super::alert::{self, AlertEvent, AlertSettings};
 use super::http::Target;
-use super::store::{Row, insert, migrate};
+use super::store::{ArchiveDb, Row};
 use crate::amqp::consume::{Consumption, consume as consume_queue};
 use crate::amqp::convert::properties_from;
 use crate::amqp::supervisor::SessionTask;
@@ -42,9 +41,8 @@ use crate::core::spec::ConsumerSpec;
 
 /// Dead letters each DLQ channel may hold unacked.
 const PREFETCH: u16 = 20;
-/// How long getting a database connection may take before the attempt
-/// counts as failed.
-const DB_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections of the archiver's pool.
+const POOL_SIZE: u32 = 4;
 /// How long one insert may take; a database that hangs (rather than
 /// refusing) counts as down. If the row was written after all, the
 /// redelivery is a no-op.
@@ -61,7 +59,7 @@ struct Source {
 /// The archiver of one service, built by the add-on factory in `super` and
 /// run by `App`.
 pub(crate) struct Archiver {
-    pool: MySqlPool,
+    db: ArchiveDb,
     /// The archive URL, password masked.
     shown_url: String,
     /// The archive password, scrubbed from database errors before logging.
@@ -70,6 +68,8 @@ pub(crate) struct Archiver {
     specs: HashMap<String, ConsumerSpec>,
     alerts: Option<AlertSettings>,
     tuning: DlqTuning,
+    /// How long rows are kept (`MQKIT_DLQ_ARCHIVE_RETENTION`).
+    retention: Duration,
 }
 
 impl std::fmt::Debug for Archiver {
@@ -83,7 +83,7 @@ impl std::fmt::Debug for Archiver {
 
 /// What the consumer tasks share.
 struct Shared {
-    pool: MySqlPool,
+    db: ArchiveDb,
     shown_url: String,
     password: Option<String>,
     specs: HashMap<String, ConsumerSpec>,
@@ -105,23 +105,9 @@ impl Archiver {
             value: shown_url.clone(),
             problem,
         };
-        if !(url.starts_with("mysql://") || url.starts_with("mariadb://")) {
-            return Err(bad(
-                "not a MySQL/MariaDB URL; use mysql://user:password@host:3306/database".to_owned(),
-            ));
-        }
         let password = password_of(url);
-        let options = MySqlConnectOptions::from_str(url).map_err(|e| {
-            bad(format!(
-                "cannot parse it ({}); use mysql://user:password@host:3306/database",
-                scrub(&e.to_string(), password.as_deref())
-            ))
-        })?;
-        let pool = MySqlPoolOptions::new()
-            .max_connections(4)
-            .min_connections(0)
-            .acquire_timeout(DB_ACQUIRE_TIMEOUT)
-            .connect_lazy_with(options);
+        let db = ArchiveDb::connect_lazy(url, POOL_SIZE)
+            .map_err(|problem| bad(scrub(&problem, password.as_deref())))?;
         let alerts = match &config.dlq_alert_webhook {
             Some(hook) => {
                 let shown = mask_secrets(hook);
@@ -151,13 +137,14 @@ impl Archiver {
             by_queue.insert(spec.queue.to_string(), spec.clone());
         }
         Ok(Archiver {
-            pool,
+            db,
             shown_url,
             password,
             sources,
             specs: by_queue,
             alerts,
             tuning: config.dlq_tuning,
+            retention: config.dlq_archive_retention,
         })
     }
 
@@ -178,7 +165,7 @@ impl Archiver {
             None => (None, None),
         };
         let shared = Arc::new(Shared {
-            pool: self.pool.clone(),
+            db: self.db.clone(),
             shown_url: self.shown_url.clone(),
             password: self.password.clone(),
             specs: self.specs.clone(),
@@ -207,7 +194,7 @@ impl Archiver {
         let background = Box::pin(async move {
             if self.migrate_until_ready(&shared, &stop).await {
                 let _ = ready_tx.send(true);
-                stop.cancelled().await;
+                self.expire_until_stopped(&shared, &stop).await;
             }
             // Dropping the last sender (here and in the finished session
             // tasks) lets the alert task send what is pending.
@@ -215,10 +202,53 @@ impl Archiver {
             if let Some(task) = alert_task {
                 let _ = task.await;
             }
-            self.pool.close().await;
+            self.db.close().await;
             info!("dead-letter archiver stopped");
         });
         (tasks, background)
+    }
+
+    /// Retention until `stop`: right away and then every
+    /// `retention_interval`, deletes the rows archived more than
+    /// `retention` ago, `delete_batch` at a time with a pause between
+    /// batches (short transactions, no long lock on the table). A failure is
+    /// logged and retried at the next round. Every instance runs it; the
+    /// deletes are idempotent.
+    async fn expire_until_stopped(&self, shared: &Shared, stop: &CancellationToken) {
+        let t = &self.tuning;
+        loop {
+            let mut deleted = 0u64;
+            loop {
+                let batch = tokio::select! {
+                    _ = stop.cancelled() => return,
+                    r = self.db.delete_expired(self.retention, t.delete_batch) => r,
+                };
+                match batch {
+                    Ok(n) => {
+                        deleted += n;
+                        metrics::counter!("mqkit_dlq_archive_deleted_total").increment(n);
+                        if n < t.delete_batch.unsigned_abs() {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        warn!(archive = %self.shown_url, error = %shared.scrub(&e), retry_in = ?t.retention_interval, "cannot delete expired dead letters from the archive; trying again later");
+                        break;
+                    }
+                }
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(t.delete_pause) => {}
+                }
+            }
+            if deleted > 0 {
+                info!(archive = %self.shown_url, deleted, retention = %humantime::format_duration(self.retention), "deleted expired dead letters from the archive");
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(t.retention_interval) => {}
+            }
+        }
     }
 
     /// Applies the schema migrations, retrying until they succeed; `false`
@@ -226,9 +256,9 @@ impl Archiver {
     async fn migrate_until_ready(&self, shared: &Shared, stop: &CancellationToken) -> bool {
         let mut backoff = backoff(self.tuning.retry_delay);
         loop {
-            match migrate(&self.pool).await {
+            match self.db.migrate().await {
                 Ok(()) => {
-                    info!(archive = %self.shown_url, dlqs = ?self.sources.iter().map(|s| s.dlq.as_str()).collect::<Vec<_>>(), "dead-letter archive ready");
+                    info!(archive = %self.shown_url, database = self.db.kind(), dlqs = ?self.sources.iter().map(|s| s.dlq.as_str()).collect::<Vec<_>>(), "dead-letter archive ready");
                     return true;
                 }
                 Err(e) => {
@@ -292,7 +322,7 @@ async fn archive_one(
         &delivery.data,
     );
     let dlq = source.dlq.as_str();
-    let stored = match tokio::time::timeout(INSERT_TIMEOUT, insert(&shared.pool, &row)).await {
+    let stored = match tokio::time::timeout(INSERT_TIMEOUT, shared.db.insert(&row)).await {
         Ok(result) => result.map_err(|e| shared.scrub(&e)),
         Err(_) => Err(format!("no answer within {INSERT_TIMEOUT:?}")),
     };

@@ -197,6 +197,67 @@ pub(crate) fn replay_properties(properties: &Properties) -> Properties {
     copy
 }
 
+/// The properties of an archived dead letter, rebuilt from its
+/// `properties` and `headers` columns (the JSON of [`properties_json`] and
+/// [`headers_json`]). Header values come back as their JSON shape says:
+/// strings as long strings, integers as 64-bit, other numbers as doubles,
+/// objects as tables; what the JSON does not say (a header's exact integer
+/// width, bytes that were not UTF-8) is not restored. Unreadable JSON gives
+/// no properties or headers rather than an error.
+#[cfg(feature = "cli")]
+pub(crate) fn properties_from_archive(properties: &str, headers: &str) -> Properties {
+    let p: Map<String, Value> = serde_json::from_str(properties).unwrap_or_default();
+    let text = |k: &str| p.get(k).and_then(Value::as_str).map(str::to_owned);
+    let small = |k: &str| {
+        p.get(k)
+            .and_then(Value::as_u64)
+            .and_then(|n| u8::try_from(n).ok())
+    };
+    let headers = match serde_json::from_str::<Value>(headers) {
+        Ok(Value::Object(h)) if !h.is_empty() => Some(table_from_json(h)),
+        _ => None,
+    };
+    Properties {
+        content_type: text("content_type"),
+        content_encoding: text("content_encoding"),
+        headers,
+        delivery_mode: small("delivery_mode"),
+        priority: small("priority"),
+        correlation_id: text("correlation_id"),
+        reply_to: text("reply_to"),
+        expiration: text("expiration"),
+        message_id: text("message_id"),
+        timestamp: p.get("timestamp").and_then(Value::as_u64),
+        kind: text("type"),
+        user_id: text("user_id"),
+        app_id: text("app_id"),
+    }
+}
+
+#[cfg(feature = "cli")]
+fn table_from_json(map: Map<String, Value>) -> Headers {
+    let mut headers = Headers::new();
+    for (k, v) in map {
+        headers.insert(k, value_from_json(v));
+    }
+    headers
+}
+
+#[cfg(feature = "cli")]
+fn value_from_json(v: Value) -> FieldValue {
+    match v {
+        Value::Null => FieldValue::Void,
+        Value::Bool(b) => FieldValue::Bool(b),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => FieldValue::I64(i),
+            None => FieldValue::F64(n.as_f64().unwrap_or_default()),
+        },
+        Value::String(s) => FieldValue::from(s),
+        Value::Array(a) => FieldValue::Array(a.into_iter().map(value_from_json).collect()),
+        Value::Object(o) => FieldValue::Table(table_from_json(o)),
+    }
+}
+
 /// Headers as a JSON object: strings as strings (bytes that are not UTF-8
 /// lossily), numbers as numbers, timestamps as seconds, tables as objects.
 pub(crate) fn headers_json(headers: Option<&Headers>) -> Value {

@@ -5,8 +5,10 @@
 //!   RabbitMQ's `x-death`; shared by the archiver and the `mqkit` CLI.
 //! - The archiver (feature `dlq`): with `MQKIT_DLQ_ARCHIVE_URL` set,
 //!   [`run`](crate::run) consumes every DLQ of the service's consumers,
-//!   stores one row per dead letter in MySQL/MariaDB (table
-//!   `mqkit_dead_letters`, created at startup) and acks it only then; with
+//!   stores one row per dead letter in MySQL/MariaDB or PostgreSQL (table
+//!   `mqkit_dead_letters`, created at startup; [`store`], which the CLI's
+//!   archive commands share) and acks it only then; deletes rows past
+//!   `MQKIT_DLQ_ARCHIVE_RETENTION`; with
 //!   `MQKIT_DLQ_ALERT_WEBHOOK` it also posts rate-limited alerts. It joins
 //!   the service through the app layer's add-on hook (`app::addon`).
 //!
@@ -24,8 +26,8 @@ mod alert;
 mod archive;
 #[cfg(any(feature = "dlq", feature = "cli"))]
 pub(crate) mod http;
-#[cfg(feature = "dlq")]
-mod store;
+#[cfg(any(feature = "dlq", feature = "cli"))]
+pub(crate) mod store;
 
 #[cfg(feature = "dlq")]
 pub(crate) mod addon {
@@ -75,15 +77,22 @@ mod tests {
     #[tokio::test]
     async fn bad_urls_are_startup_errors_with_secrets_masked() {
         let config = Config {
-            dlq_archive_url: Some("postgres://u:pw@h/db".into()),
+            dlq_archive_url: Some("redis://u:pw@h/db".into()),
             ..Config::default()
         };
         let err = prepare(&config, &[]).map(|_| ()).map_err(|e| e.to_string());
         let err = err.err().unwrap_or_default();
         assert!(
-            err.starts_with("MQKIT_DLQ_ARCHIVE_URL=postgres://u:****@h/db: not a MySQL"),
+            err.starts_with(
+                "MQKIT_DLQ_ARCHIVE_URL=redis://u:****@h/db: not a MySQL/MariaDB or PostgreSQL URL"
+            ),
             "{err}"
         );
+        let config = Config {
+            dlq_archive_url: Some("postgres://u:pw@127.0.0.1:5432/test".into()),
+            ..Config::default()
+        };
+        assert!(prepare(&config, &[]).is_ok());
         let config = Config {
             dlq_archive_url: Some("mysql://u:pw@127.0.0.1:3306/test".into()),
             dlq_alert_webhook: Some("https://hooks.example/x?key=hookpw".into()),

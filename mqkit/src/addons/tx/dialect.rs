@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use sqlx::{MySql, Pool, Postgres};
 
+use crate::addons::migrate::{self, Migration};
 use crate::core::idempotency::BoxFuture;
 use crate::core::inbox::DatabaseKind;
 
@@ -139,10 +140,14 @@ pub trait Dialect: sqlx::Database + Sized {
 /// Migrations of the transactional tables: (version, name, PostgreSQL,
 /// MySQL). Versions 100 and up, so they share `mqkit_schema_migrations`
 /// with the dead-letter archive's.
-const MIGRATIONS: &[(i64, &str, &str, &str)] = &[(
+const PG_MIGRATIONS: &[Migration] = &[(
     101,
     "tx_inbox_outbox",
     include_str!("../../../migrations/tx/postgres.sql"),
+)];
+const MYSQL_MIGRATIONS: &[Migration] = &[(
+    101,
+    "tx_inbox_outbox",
     include_str!("../../../migrations/tx/mysql.sql"),
 )];
 
@@ -374,103 +379,16 @@ impl Dialect for Postgres {
 }
 
 async fn pg_migrate(pool: &Pool<Postgres>) -> Result<()> {
-    let mut conn = pool.acquire().await?;
-    // `CREATE … IF NOT EXISTS` notices are not news.
-    sqlx::Executor::execute(&mut *conn, "SET client_min_messages TO warning").await?;
-    // One key for mqkit's migrations; session-level, released below
-    // (or when the connection closes).
-    sqlx::query("SELECT pg_advisory_lock(7268017101)")
-        .execute(&mut *conn)
-        .await?;
-    let result = pg_migrations(&mut conn).await;
-    let _ = sqlx::query("SELECT pg_advisory_unlock(7268017101)")
-        .execute(&mut *conn)
-        .await;
-    result
-}
-
-async fn mysql_migrate(pool: &Pool<MySql>) -> Result<()> {
-    let mut conn = pool.acquire().await?;
-    let locked: Option<i64> = sqlx::query_scalar("SELECT GET_LOCK('mqkit_migrations', 60)")
-        .fetch_one(&mut *conn)
-        .await?;
-    if locked != Some(1) {
-        return Err(sqlx::Error::Protocol(
-            "could not take the lock mqkit_migrations within 60 s (another instance migrating?)"
-                .into(),
-        ));
-    }
-    let result = mysql_migrations(&mut conn).await;
-    let _ = sqlx::query("SELECT RELEASE_LOCK('mqkit_migrations')")
-        .execute(&mut *conn)
-        .await;
-    result
-}
-
-async fn pg_migrations(conn: &mut sqlx::PgConnection) -> Result<()> {
-    sqlx::Executor::execute(
-        &mut *conn,
-        sqlx::raw_sql(
-            "CREATE TABLE IF NOT EXISTS mqkit_schema_migrations (\
-                    version BIGINT NOT NULL PRIMARY KEY, \
-                    name TEXT NOT NULL, \
-                    applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
-        ),
-    )
-    .await?;
-    for (version, name, sql, _) in MIGRATIONS {
-        let applied: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM mqkit_schema_migrations WHERE version = $1")
-                .bind(version)
-                .fetch_one(&mut *conn)
-                .await?;
-        if applied == 0 {
-            sqlx::Executor::execute(&mut *conn, sqlx::raw_sql(sql)).await?;
-            sqlx::query(
-                        "INSERT INTO mqkit_schema_migrations (version, name) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-                    )
-                    .bind(version)
-                    .bind(name)
-                    .execute(&mut *conn)
-                    .await?;
-            tracing::info!(version, name, "applied transactional-consumer migration");
-        }
-    }
-    sqlx::Executor::execute(&mut *conn, PROBE)
+    migrate::postgres(pool, PG_MIGRATIONS, "transactional-consumer").await?;
+    sqlx::Executor::execute(pool, PROBE)
         .await
         .map(|_| ())
         .map_err(probe_failed)
 }
 
-async fn mysql_migrations(conn: &mut sqlx::MySqlConnection) -> Result<()> {
-    sqlx::Executor::execute(
-        &mut *conn,
-        sqlx::raw_sql(
-            "CREATE TABLE IF NOT EXISTS mqkit_schema_migrations (\
-                    version BIGINT NOT NULL PRIMARY KEY, \
-                    name VARCHAR(255) NOT NULL, \
-                    applied_at DATETIME(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3)\
-                 ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4",
-        ),
-    )
-    .await?;
-    for (version, name, _, sql) in MIGRATIONS {
-        let applied: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM mqkit_schema_migrations WHERE version = ?")
-                .bind(version)
-                .fetch_one(&mut *conn)
-                .await?;
-        if applied == 0 {
-            sqlx::Executor::execute(&mut *conn, sqlx::raw_sql(sql)).await?;
-            sqlx::query("INSERT IGNORE INTO mqkit_schema_migrations (version, name) VALUES (?, ?)")
-                .bind(version)
-                .bind(name)
-                .execute(&mut *conn)
-                .await?;
-            tracing::info!(version, name, "applied transactional-consumer migration");
-        }
-    }
-    sqlx::Executor::execute(&mut *conn, PROBE)
+async fn mysql_migrate(pool: &Pool<MySql>) -> Result<()> {
+    migrate::mysql(pool, MYSQL_MIGRATIONS, "transactional-consumer").await?;
+    sqlx::Executor::execute(pool, PROBE)
         .await
         .map(|_| ())
         .map_err(probe_failed)

@@ -1,4 +1,4 @@
--- mqkit dead-letter archive: one row per dead letter, written by the DLQ
+-- mqkit dead-letter archive, version 1: one row per dead letter, written by the DLQ
 -- archiver (mqkit feature `dlq`, MQKIT_DLQ_ARCHIVE_URL). MySQL 5.7+ / MariaDB 10.2+.
 --
 -- message_id is the AMQP message id, or `uuid5:<UUID v5 (SHA-1) of the body>`
