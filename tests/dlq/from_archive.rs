@@ -302,7 +302,13 @@ async fn replay_from_the_archive(backend: Backend) {
     .stderr(Stdio::null())
     .spawn()
     .unwrap();
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // Killed once it has marked some rows (however long it took to start).
+    assert!(
+        eventually(Duration::from_secs(30), async || marked(&db, &qa, &qb).await.0
+            >= 50)
+        .await,
+        "the replay marked nothing"
+    );
     child.kill().unwrap();
     child.wait().unwrap();
     let (at_kill, _) = marked(&db, &qa, &qb).await;
