@@ -195,3 +195,29 @@ async fn the_delivery_span_continues_the_incoming_trace_with_messaging_attribute
     assert!(line.contains("message_id=\"m-otel\""), "{line}");
     running.shutdown().await.unwrap();
 }
+
+/// With `dlq` and `cli` in the build (as here), reqwest has rustls without
+/// a bundled crypto provider, and the OTLP exporter's client would panic
+/// when built; `init_logging` installs ring's provider first. Run in a
+/// child process, since the subscriber and the provider are process-wide.
+#[test]
+fn the_otlp_exporter_builds_in_a_build_with_the_dead_letter_features() {
+    const NAME: &str = "the_otlp_exporter_builds_in_a_build_with_the_dead_letter_features";
+    if std::env::var_os("MQKIT_TEST_OTLP_CHILD").is_some() {
+        mqkit::init_logging();
+        tracing::info!("logging with OTLP export installed");
+        return;
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", NAME, "--nocapture", "--test-threads", "1"])
+        .env("MQKIT_TEST_OTLP_CHILD", "1")
+        // Nothing listens there; spans are dropped, startup must not fail.
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(stdout.contains("1 passed"), "{stdout}");
+}

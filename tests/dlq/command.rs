@@ -126,3 +126,57 @@ async fn list_shows_the_dlq_with_its_depth_and_purge_needs_yes() {
     );
     assert_eq!(broker.depth(&dlq).await, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_uses_the_proxy_of_http_proxy_but_never_for_loopback() {
+    // The "proxy" is a local server that answers every request with an
+    // empty queue list, so what it saw is what a proxy would see.
+    let proxy = Hook::start(HookMode::Json("[]")).await;
+    let run = |args: &'static [&'static str]| {
+        let mut command = cli_command(args);
+        for v in [
+            "NO_PROXY",
+            "no_proxy",
+            "ALL_PROXY",
+            "all_proxy",
+            "http_proxy",
+        ] {
+            command.env_remove(v);
+        }
+        command.env("HTTP_PROXY", format!("http://127.0.0.1:{}", proxy.port));
+        tokio::task::spawn_blocking(move || command.output().unwrap())
+    };
+    // A server name that does not resolve: only the proxy can reach it.
+    let out = run(&[
+        "dlq",
+        "list",
+        "--api-url",
+        "http://rabbitmq-mgmt.invalid:15672",
+    ])
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(stdout.trim(), "no queues match `dlq.*` in vhost `/`");
+    let seen = proxy.received();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(
+        seen[0].target(),
+        "http://rabbitmq-mgmt.invalid:15672/api/queues/%2F?columns=name,messages,messages_ready,messages_unacknowledged,consumers"
+    );
+    assert!(
+        seen[0]
+            .header("authorization")
+            .is_some_and(|a| a.starts_with("Basic ")),
+        "{}",
+        seen[0].head
+    );
+    // The management API on 127.0.0.1 is reached directly, proxy or not.
+    let out = run(&["dlq", "list", "--pattern", "*"]).await.unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("QUEUE "),
+        "{out:?}"
+    );
+    assert_eq!(proxy.received().len(), 1, "loopback went through the proxy");
+}

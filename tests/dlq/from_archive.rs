@@ -304,7 +304,9 @@ async fn replay_from_the_archive(backend: Backend) {
     .unwrap();
     // Killed once it has marked some rows (however long it took to start).
     assert!(
-        eventually(Duration::from_secs(30), async || marked(&db, &qa, &qb).await.0
+        eventually(Duration::from_secs(30), async || marked(&db, &qa, &qb)
+            .await
+            .0
             >= 50)
         .await,
         "the replay marked nothing"

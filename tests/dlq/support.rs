@@ -1,10 +1,12 @@
 //! Fixtures for the dead-letter tests: the archive database, MariaDB or
 //! PostgreSQL ([`Backend`]; rows read back, deleted on drop), a toggleable
 //! TCP proxy in front of either (an outage without stopping the shared
-//! server), a minimal HTTP webhook server, and
-//! the `mqkit` command run as a child process.
+//! server), a minimal HTTP(S) webhook server (HTTPS with a certificate
+//! authority made for the test), and the `mqkit` command run as a child
+//! process.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -13,10 +15,12 @@ use std::time::Duration;
 use sqlx::Row as _;
 use sqlx::mysql::MySqlPool;
 use sqlx::postgres::PgPool;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls;
 
 /// MariaDB on this machine: root without a password, database `test`.
 pub(crate) const DB_URL: &str = "mysql://root@127.0.0.1:3306/test";
@@ -322,6 +326,11 @@ pub(crate) enum HookMode {
     Fail500,
     /// Reads the request and never answers (holds the socket for a minute).
     Silent,
+    /// Accepts the connection and never reads nor writes a byte (over
+    /// HTTPS: a TLS handshake that never completes).
+    Mute,
+    /// 200 with this JSON body.
+    Json(&'static str),
 }
 
 /// One request the webhook server received.
@@ -330,6 +339,8 @@ pub(crate) struct HookRequest {
     /// Request line and headers, as sent.
     pub(crate) head: String,
     pub(crate) body: Vec<u8>,
+    /// Whether it came over TLS.
+    pub(crate) tls: bool,
 }
 
 impl HookRequest {
@@ -340,6 +351,28 @@ impl HookRequest {
                 .eq_ignore_ascii_case(name)
                 .then(|| v.trim().to_owned())
         })
+    }
+
+    /// The request target of the request line (`/hook?key=…`).
+    pub(crate) fn target(&self) -> &str {
+        self.head.split(' ').nth(1).unwrap_or_default()
+    }
+
+    /// The query parameters of the request target, percent-decoded.
+    pub(crate) fn query(&self) -> Vec<(String, String)> {
+        let query = self.target().split_once('?').map(|(_, q)| q).unwrap_or("");
+        query
+            .split('&')
+            .filter(|p| !p.is_empty())
+            .map(|p| {
+                let (k, v) = p.split_once('=').unwrap_or((p, ""));
+                let v = percent_encoding::percent_decode_str(v)
+                    .decode_utf8()
+                    .unwrap()
+                    .into_owned();
+                (k.to_owned(), v)
+            })
+            .collect()
     }
 
     pub(crate) fn json(&self) -> serde_json::Value {
@@ -361,40 +394,143 @@ impl HookRequest {
     }
 }
 
-/// A minimal HTTP/1.1 server on a free port, recording every request.
+/// A certificate authority made for one test run and a server certificate
+/// it signed for 127.0.0.1 and localhost; the CA's PEM is in a temporary
+/// file (deleted on drop), for `MQKIT_DLQ_ALERT_CA_FILE`.
+pub(crate) struct TestCa {
+    pub(crate) file: PathBuf,
+    server: Arc<rustls::ServerConfig>,
+}
+
+impl TestCa {
+    pub(crate) fn new() -> TestCa {
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "mqkit test CA");
+        ca_params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::CrlSign,
+        ];
+        let ca =
+            rcgen::CertifiedIssuer::self_signed(ca_params, rcgen::KeyPair::generate().unwrap())
+                .unwrap();
+        let server_key = rcgen::KeyPair::generate().unwrap();
+        let server_cert =
+            rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+                .unwrap()
+                .signed_by(&server_key, &ca)
+                .unwrap();
+        let file =
+            std::env::temp_dir().join(format!("{}-ca.pem", crate::common::unique("mqkit-test")));
+        std::fs::write(&file, ca.pem()).unwrap();
+        let server = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![server_cert.der().clone()],
+            rustls::pki_types::PrivatePkcs8KeyDer::from(server_key.serialize_der()).into(),
+        )
+        .unwrap();
+        TestCa {
+            file,
+            server: Arc::new(server),
+        }
+    }
+}
+
+impl Drop for TestCa {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.file);
+    }
+}
+
+/// A minimal HTTP/1.1 server on a free port (plain, or HTTPS with its own
+/// [`TestCa`]), recording every request.
 pub(crate) struct Hook {
     pub(crate) port: u16,
     pub(crate) requests: Arc<Mutex<Vec<HookRequest>>>,
+    /// Connections accepted (a mute server reads no request from them).
+    pub(crate) accepted: Arc<AtomicUsize>,
+    pub(crate) ca: Option<TestCa>,
     task: JoinHandle<()>,
 }
 
 impl Hook {
     pub(crate) async fn start(mode: HookMode) -> Hook {
+        Hook::serve_on(mode, None).await
+    }
+
+    /// The same server over HTTPS.
+    pub(crate) async fn start_tls(mode: HookMode) -> Hook {
+        Hook::serve_on(mode, Some(TestCa::new())).await
+    }
+
+    async fn serve_on(mode: HookMode, ca: Option<TestCa>) -> Hook {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let requests = Arc::new(Mutex::new(Vec::new()));
-        let log = requests.clone();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let (log, count) = (requests.clone(), accepted.clone());
+        let acceptor = ca.as_ref().map(|ca| TlsAcceptor::from(ca.server.clone()));
         let task = tokio::spawn(async move {
             loop {
                 let Ok((socket, _)) = listener.accept().await else {
                     return;
                 };
-                tokio::spawn(serve(socket, mode, log.clone()));
+                count.fetch_add(1, Ordering::SeqCst);
+                let log = log.clone();
+                if mode == HookMode::Mute {
+                    tokio::spawn(async move {
+                        tokio::time::sleep(Duration::from_secs(60)).await;
+                        drop(socket);
+                    });
+                    continue;
+                }
+                match &acceptor {
+                    None => {
+                        tokio::spawn(serve(socket, false, mode, log));
+                    }
+                    Some(acceptor) => {
+                        let accept = acceptor.accept(socket);
+                        tokio::spawn(async move {
+                            if let Ok(tls) = accept.await {
+                                serve(tls, true, mode, log).await;
+                            }
+                        });
+                    }
+                }
             }
         });
         Hook {
             port,
             requests,
+            accepted,
+            ca,
             task,
         }
     }
 
     pub(crate) fn url(&self) -> String {
-        format!("http://127.0.0.1:{}/hook?key=hook-secret", self.port)
+        let scheme = if self.ca.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}/hook?key=hook-secret", self.port)
+    }
+
+    /// The CA file to trust for an HTTPS hook.
+    pub(crate) fn ca_file(&self) -> Option<&Path> {
+        self.ca.as_ref().map(|ca| ca.file.as_path())
     }
 
     pub(crate) fn received(&self) -> Vec<HookRequest> {
         self.requests.lock().unwrap().clone()
+    }
+
+    pub(crate) fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
     }
 }
 
@@ -404,7 +540,14 @@ impl Drop for Hook {
     }
 }
 
-async fn serve(mut socket: TcpStream, mode: HookMode, log: Arc<Mutex<Vec<HookRequest>>>) {
+/// Reads one request, records it and answers as `mode` says; the answer
+/// closes the connection.
+async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
+    mut socket: S,
+    tls: bool,
+    mode: HookMode,
+    log: Arc<Mutex<Vec<HookRequest>>>,
+) {
     let mut data = Vec::new();
     let mut chunk = [0u8; 4096];
     let head_end = loop {
@@ -435,18 +578,23 @@ async fn serve(mut socket: TcpStream, mode: HookMode, log: Arc<Mutex<Vec<HookReq
     log.lock().unwrap().push(HookRequest {
         head,
         body: data[head_end..head_end + length].to_vec(),
+        tls,
     });
-    let answer: &[u8] = match mode {
-        HookMode::Ok => b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+    let answer = match mode {
+        HookMode::Ok => "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok".to_owned(),
         HookMode::Fail500 => {
-            b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 4\r\nConnection: close\r\n\r\noops"
+            "HTTP/1.1 500 Internal Server Error\r\nContent-Length: 4\r\nConnection: close\r\n\r\noops".to_owned()
         }
-        HookMode::Silent => {
+        HookMode::Json(body) => format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ),
+        HookMode::Silent | HookMode::Mute => {
             tokio::time::sleep(Duration::from_secs(60)).await;
             return;
         }
     };
-    let _ = socket.write_all(answer).await;
+    let _ = socket.write_all(answer.as_bytes()).await;
     let _ = socket.shutdown().await;
 }
 

@@ -2,6 +2,7 @@
 //! (`MQKIT_*`, see ARCHITECTURE.md "Configuration") or set on [`App`](crate::App).
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use super::error::Error;
@@ -35,9 +36,22 @@ pub struct Config {
     /// (`MQKIT_DLQ_ARCHIVE_RETENTION`, default 30 days); older rows are
     /// deleted in batches by the archiver.
     pub dlq_archive_retention: Duration,
-    /// Webhook for dead-letter alerts (`MQKIT_DLQ_ALERT_WEBHOOK`, `http://`);
-    /// needs [`Config::dlq_archive_url`], since alerts come from the archiver.
+    /// Webhook for dead-letter alerts (`MQKIT_DLQ_ALERT_WEBHOOK`, `http://`
+    /// or `https://`); needs [`Config::dlq_archive_url`], since alerts come
+    /// from the archiver.
     pub dlq_alert_webhook: Option<String>,
+    /// The alert body the webhook expects (`MQKIT_DLQ_ALERT_FORMAT`):
+    /// `wecom` (`None` = this), `dingtalk`, `feishu` or `slack`; anything
+    /// else is a startup error.
+    pub dlq_alert_format: Option<String>,
+    /// The signing secret of a `dingtalk` or `feishu` robot
+    /// (`MQKIT_DLQ_ALERT_SECRET`); a startup error with a format that does
+    /// not sign. Shown as `****` in `Debug`, never logged.
+    pub dlq_alert_secret: Option<String>,
+    /// A PEM file of CA certificates trusted for the webhook besides the
+    /// platform's (`MQKIT_DLQ_ALERT_CA_FILE`), for a private CA; a file that
+    /// cannot be read or holds no usable certificate is a startup error.
+    pub dlq_alert_ca_file: Option<PathBuf>,
     /// Timings of the archiver and its alerts (not read from the environment).
     pub dlq_tuning: DlqTuning,
     /// Where `/livez`, `/healthz`, `/readyz` and `/metrics` are served
@@ -140,6 +154,12 @@ impl std::fmt::Debug for Config {
                 &self.dlq_alert_webhook.as_deref().map(mask_secrets),
             )
             .field("dlq_archive_retention", &self.dlq_archive_retention)
+            .field("dlq_alert_format", &self.dlq_alert_format)
+            .field(
+                "dlq_alert_secret",
+                &self.dlq_alert_secret.as_ref().map(|_| "****"),
+            )
+            .field("dlq_alert_ca_file", &self.dlq_alert_ca_file)
             .field("dlq_tuning", &self.dlq_tuning)
             .field("http_addr", &self.http_addr)
             .field(
@@ -164,6 +184,9 @@ impl Default for Config {
             dlq_archive_url: None,
             dlq_archive_retention: Duration::from_secs(30 * 86_400),
             dlq_alert_webhook: None,
+            dlq_alert_format: None,
+            dlq_alert_secret: None,
+            dlq_alert_ca_file: None,
             dlq_tuning: DlqTuning::default(),
             http_addr: None,
             database_url: None,
@@ -177,8 +200,9 @@ impl Config {
     /// Reads `MQKIT_AMQP_URL`, `MQKIT_REDIS_URL`, `MQKIT_HEARTBEAT_SECS`,
     /// `MQKIT_SHUTDOWN_GRACE_SECS`, `MQKIT_HTTP_ADDR`,
     /// `MQKIT_DLQ_ARCHIVE_URL`, `MQKIT_DLQ_ALERT_WEBHOOK`,
-    /// `MQKIT_DLQ_ARCHIVE_RETENTION`, `MQKIT_DATABASE_URL`,
-    /// `MQKIT_OUTBOX_RETENTION` and every
+    /// `MQKIT_DLQ_ARCHIVE_RETENTION`, `MQKIT_DLQ_ALERT_FORMAT`,
+    /// `MQKIT_DLQ_ALERT_SECRET`, `MQKIT_DLQ_ALERT_CA_FILE`,
+    /// `MQKIT_DATABASE_URL`, `MQKIT_OUTBOX_RETENTION` and every
     /// `MQKIT_CONSUMER_*` override; unset variables keep their defaults.
     pub fn from_env() -> Result<Self, Error> {
         // Variables whose name or value is not Unicode are none of ours.
@@ -215,6 +239,11 @@ impl Config {
         config.redis_url = get("MQKIT_REDIS_URL").filter(|s| !s.trim().is_empty());
         config.dlq_archive_url = get("MQKIT_DLQ_ARCHIVE_URL").filter(|s| !s.trim().is_empty());
         config.dlq_alert_webhook = get("MQKIT_DLQ_ALERT_WEBHOOK").filter(|s| !s.trim().is_empty());
+        config.dlq_alert_format = get("MQKIT_DLQ_ALERT_FORMAT").filter(|s| !s.trim().is_empty());
+        config.dlq_alert_secret = get("MQKIT_DLQ_ALERT_SECRET").filter(|s| !s.trim().is_empty());
+        config.dlq_alert_ca_file = get("MQKIT_DLQ_ALERT_CA_FILE")
+            .filter(|s| !s.trim().is_empty())
+            .map(PathBuf::from);
         config.database_url = get("MQKIT_DATABASE_URL").filter(|s| !s.trim().is_empty());
         if let Some(v) = get("MQKIT_OUTBOX_RETENTION").filter(|s| !s.trim().is_empty()) {
             config.outbox.retention = retention("MQKIT_OUTBOX_RETENTION", &v)?;
@@ -313,6 +342,9 @@ mod tests {
         let env = |name: &str| match name {
             "MQKIT_DLQ_ARCHIVE_URL" => Some("mysql://root:dbpw@127.0.0.1:3306/test".to_owned()),
             "MQKIT_DLQ_ALERT_WEBHOOK" => Some("http://127.0.0.1:9/hook?key=hookpw".to_owned()),
+            "MQKIT_DLQ_ALERT_FORMAT" => Some("dingtalk".to_owned()),
+            "MQKIT_DLQ_ALERT_SECRET" => Some("SECsignpw".to_owned()),
+            "MQKIT_DLQ_ALERT_CA_FILE" => Some("/etc/mqkit/ca.pem".to_owned()),
             _ => None,
         };
         let c = Config::from_lookup(env).unwrap_or_default();
@@ -321,9 +353,19 @@ mod tests {
             Some("mysql://root:dbpw@127.0.0.1:3306/test")
         );
         assert!(c.dlq_alert_webhook.is_some());
+        assert_eq!(c.dlq_alert_format.as_deref(), Some("dingtalk"));
+        assert_eq!(c.dlq_alert_secret.as_deref(), Some("SECsignpw"));
+        assert_eq!(
+            c.dlq_alert_ca_file.as_deref(),
+            Some(std::path::Path::new("/etc/mqkit/ca.pem"))
+        );
         let shown = format!("{c:?}");
         assert!(
-            !shown.contains("dbpw") && !shown.contains("hookpw"),
+            !shown.contains("dbpw") && !shown.contains("hookpw") && !shown.contains("signpw"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("dlq_alert_secret: Some(\"****\")"),
             "{shown}"
         );
         assert!(

@@ -13,10 +13,14 @@
 //! - [`addon`]: the hook add-ons (the dead-letter archiver) join through.
 //! - [`tools`]: a standalone publisher and topology declaration, for
 //!   services that only publish, deploy steps and tools.
+//! - `crypto` (features `dlq`, `cli`): the rustls crypto provider every
+//!   reqwest client of the process needs.
 
 pub(crate) mod addon;
 pub(crate) mod builder;
 pub(crate) mod config;
+#[cfg(any(feature = "dlq", feature = "cli"))]
+pub(crate) mod crypto;
 pub(crate) mod error;
 pub(crate) mod http;
 pub(crate) mod logging;

@@ -35,6 +35,10 @@ where
     if !endpoint_set() {
         return None;
     }
+    // With `dlq` or `cli`, reqwest (the exporter's client too) has rustls
+    // without a bundled provider and would panic building its client.
+    #[cfg(any(feature = "dlq", feature = "cli"))]
+    crate::app::crypto::install_default_provider();
     let exporter = match opentelemetry_otlp::SpanExporter::builder()
         .with_http()
         .build()

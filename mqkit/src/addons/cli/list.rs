@@ -1,17 +1,15 @@
 //! `mqkit dlq list`: queue depths from the RabbitMQ management HTTP API
-//! (`GET /api/queues/{vhost}`), with the user and password of `--url`.
+//! (`GET /api/queues/{vhost}`, `http://` or `https://`), with the user and
+//! password of `--url`, filtered by a glob (`glob::Pattern`).
 
 use std::process::ExitCode;
 use std::time::Duration;
 
-use base64::Engine as _;
-use hyper::Method;
-use hyper::header::{ACCEPT, AUTHORIZATION};
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::Deserialize;
 
 use super::{CliError, ListArgs, one_line, shown};
-use crate::addons::dlq::http::{self, Target};
+use crate::addons::dlq::http::{self, Client, Method};
 use crate::app::config::split_urls;
 
 /// How long the management API may take to answer.
@@ -39,26 +37,29 @@ pub(super) async fn list(urls: &str, args: &ListArgs) -> Result<ExitCode, CliErr
         api: api.clone(),
         problem,
     };
-    let base = Target::parse(&args.api_url, &api).map_err(|e| management(e.to_string()))?;
+    let mut url = http::parse_url(&args.api_url, &api).map_err(|e| management(e.to_string()))?;
+    let client =
+        Client::new(&url, API_TIMEOUT, Vec::new()).map_err(|e| management(e.to_string()))?;
     let user = &uri.authority.userinfo.username;
-    let credentials = base64::engine::general_purpose::STANDARD
-        .encode(format!("{user}:{}", uri.authority.userinfo.password));
+    let password = &uri.authority.userinfo.password;
+    // Below the API URL's own path, if it has one (a reverse proxy's prefix).
     let path = format!(
-        "/api/queues/{}?columns=name,messages,messages_ready,messages_unacknowledged,consumers",
+        "{}/api/queues/{}",
+        url.path().trim_end_matches('/'),
         utf8_percent_encode(&uri.vhost, NON_ALPHANUMERIC)
     );
-    let response = http::send(
-        Method::GET,
-        &base.with_path(&path),
-        &[
-            (AUTHORIZATION, format!("Basic {credentials}")),
-            (ACCEPT, "application/json".to_owned()),
-        ],
-        Vec::new(),
-        API_TIMEOUT,
-    )
-    .await
-    .map_err(|e| {
+    url.set_path(&path);
+    url.set_query(Some(
+        "columns=name,messages,messages_ready,messages_unacknowledged,consumers",
+    ));
+    let response = client
+        .send(Method::GET, url, |request| {
+            request
+                .basic_auth(user, Some(password))
+                .header("accept", "application/json")
+        })
+        .await
+        .map_err(|e| {
         management(format!(
             "{e}. Is the management plugin enabled (rabbitmq-plugins enable rabbitmq_management) and --api-url / MQKIT_MGMT_URL right?"
         ))
@@ -86,7 +87,7 @@ pub(super) async fn list(urls: &str, args: &ListArgs) -> Result<ExitCode, CliErr
     }
     let mut rows: Vec<QueueRow> = serde_json::from_slice(&response.body)
         .map_err(|e| management(format!("unexpected answer to GET /api/queues: {e}")))?;
-    rows.retain(|r| glob_match(&args.pattern, &r.name));
+    rows.retain(|r| args.pattern.matches(&r.name));
     rows.sort_by(|a, b| a.name.cmp(&b.name));
     if rows.is_empty() {
         println!(
@@ -114,33 +115,21 @@ pub(super) async fn list(urls: &str, args: &ListArgs) -> Result<ExitCode, CliErr
     Ok(ExitCode::SUCCESS)
 }
 
-/// `*` matches any text, `?` one character; everything else itself.
-fn glob_match(pattern: &str, name: &str) -> bool {
-    let p: Vec<char> = pattern.chars().collect();
-    let n: Vec<char> = name.chars().collect();
-    let (mut pi, mut ni) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while ni < n.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == n[ni]) {
-            pi += 1;
-            ni += 1;
-        } else if pi < p.len() && p[pi] == '*' {
-            star = Some((pi, ni));
-            pi += 1;
-        } else if let Some((sp, sn)) = star {
-            pi = sp + 1;
-            ni = sn + 1;
-            star = Some((sp, sn + 1));
-        } else {
-            return false;
-        }
-    }
-    p[pi..].iter().all(|c| *c == '*')
+/// `--pattern`: a glob (`*` any text, `?` one character, `[…]` one of
+/// the characters); a bad one is a usage error naming the problem.
+pub(super) fn parse_pattern(pattern: &str) -> Result<glob::Pattern, String> {
+    glob::Pattern::new(pattern).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
 mod tests {
-    use super::glob_match;
+    use super::parse_pattern;
+
+    fn glob_match(pattern: &str, name: &str) -> bool {
+        parse_pattern(pattern)
+            .unwrap_or_else(|e| panic!("{pattern}: {e}"))
+            .matches(name)
+    }
 
     #[test]
     fn globs() {
@@ -153,5 +142,9 @@ mod tests {
         assert!(glob_match("*", ""));
         assert!(!glob_match("a", "ab"));
         assert!(glob_match("a*b*c", "aXbYbZc"));
+        // Queue names may hold `/`; `*` still matches any text.
+        assert!(glob_match("dlq.*", "dlq.billing/v2"));
+        assert!(glob_match("dlq.[ab]*", "dlq.b1"));
+        assert!(parse_pattern("dlq.[").is_err());
     }
 }

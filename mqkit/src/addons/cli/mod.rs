@@ -83,9 +83,10 @@ pub(crate) struct ListArgs {
     /// RabbitMQ management API (same user and password as --url).
     #[arg(long, env = "MQKIT_MGMT_URL", default_value = DEFAULT_MGMT_URL, value_name = "URL")]
     pub api_url: String,
-    /// Which queue names to list (`*` any text, `?` one character).
-    #[arg(long, default_value = "dlq.*", value_name = "GLOB")]
-    pub pattern: String,
+    /// Which queue names to list (`*` any text, `?` one character, `[ab]`
+    /// one of the characters).
+    #[arg(long, default_value = "dlq.*", value_name = "GLOB", value_parser = list::parse_pattern)]
+    pub pattern: glob::Pattern,
 }
 
 /// `mqkit dlq show`

@@ -1,26 +1,30 @@
-//! Dead-letter alerts to a chat-robot webhook (`MQKIT_DLQ_ALERT_WEBHOOK`):
-//! `POST` with `Content-Type: application/json` and
-//! `{"msgtype":"text","text":{"content":"…"}}`.
+//! Dead-letter alerts to a chat-robot webhook (`MQKIT_DLQ_ALERT_WEBHOOK`,
+//! `http://` or `https://`): `POST` with `Content-Type: application/json`
+//! and the body of `MQKIT_DLQ_ALERT_FORMAT` (WeCom's
+//! `{"msgtype":"text","text":{"content":"…"}}` by default), signed with
+//! `MQKIT_DLQ_ALERT_SECRET` where the format signs (`super::format`).
 //!
 //! At most one alert per original queue per window (a minute by default):
 //! the first dead letter of a quiet queue is sent at once, the ones that
 //! follow within the window are folded into one alert at the window's end,
 //! with their count. The archiver hands events over an unbounded channel
 //! and never waits: each POST runs in its own task with a timeout, and a
-//! failure is logged, not retried. Entry point: [`spawn`].
+//! failure is logged, not retried. Entry points: [`AlertSettings::from_config`]
+//! (startup checks), [`spawn`].
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
-use hyper::Method;
-use hyper::header::CONTENT_TYPE;
-use serde_json::json;
 use tokio::sync::mpsc;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use super::http::{self, Target};
+use super::format::{AlertFormat, FORMAT_NAMES, Secret};
+use super::http::{self, Client, HttpError, Method, Url};
+use crate::app::config::Config;
+use crate::app::error::Error;
+use crate::core::mask::mask_secrets;
 
 /// Error texts in an alert are cut to this many bytes.
 const MAX_ERROR_IN_ALERT: usize = 500;
@@ -35,14 +39,76 @@ pub(crate) struct AlertEvent {
     pub(crate) message_id: String,
 }
 
-/// Where alerts go and how often.
+/// Where alerts go, what they look like and how often.
 #[derive(Debug, Clone)]
 pub(crate) struct AlertSettings {
-    pub(crate) target: Target,
+    target: Url,
     /// The webhook URL for logs, its secrets masked.
-    pub(crate) shown: String,
-    pub(crate) window: Duration,
-    pub(crate) timeout: Duration,
+    shown: String,
+    format: AlertFormat,
+    secret: Option<Secret>,
+    client: Client,
+    window: Duration,
+}
+
+impl AlertSettings {
+    /// Checks the alert settings of `config` for the webhook `hook`
+    /// (URL, format, secret, CA file) and builds the HTTP client; nothing
+    /// is connected yet.
+    pub(crate) fn from_config(config: &Config, hook: &str) -> Result<AlertSettings, Error> {
+        let shown = mask_secrets(hook);
+        let target = http::parse_url(hook, &shown).map_err(|e| Error::DlqConfig {
+            variable: "MQKIT_DLQ_ALERT_WEBHOOK",
+            value: shown.clone(),
+            problem: e.to_string(),
+        })?;
+        let format = match config.dlq_alert_format.as_deref() {
+            None => AlertFormat::WeCom,
+            Some(name) => AlertFormat::parse(name).ok_or_else(|| Error::DlqConfig {
+                variable: "MQKIT_DLQ_ALERT_FORMAT",
+                value: name.to_owned(),
+                problem: format!("unknown format; use one of {FORMAT_NAMES}"),
+            })?,
+        };
+        let secret = config.dlq_alert_secret.as_deref().and_then(Secret::new);
+        // An error, not a warning: a secret is set because the robot was
+        // set up to check signatures, so a format that cannot sign would
+        // have every alert refused, found only at the first dead letter
+        // (most likely MQKIT_DLQ_ALERT_FORMAT was forgotten).
+        if secret.is_some() && !format.signs() {
+            return Err(Error::DlqConfig {
+                variable: "MQKIT_DLQ_ALERT_SECRET",
+                value: "****".to_owned(),
+                problem: format!(
+                    "MQKIT_DLQ_ALERT_FORMAT={} does not sign its requests, so the secret would be unused; set MQKIT_DLQ_ALERT_FORMAT=dingtalk or feishu, or unset MQKIT_DLQ_ALERT_SECRET",
+                    format.name()
+                ),
+            });
+        }
+        let extra_roots = match &config.dlq_alert_ca_file {
+            Some(path) => http::read_ca_file(path).map_err(|problem| Error::DlqConfig {
+                variable: "MQKIT_DLQ_ALERT_CA_FILE",
+                value: path.display().to_string(),
+                problem: format!("{problem}; it must be a PEM file of CA certificates"),
+            })?,
+            None => Vec::new(),
+        };
+        let client = Client::new(&target, config.dlq_tuning.alert_timeout, extra_roots).map_err(
+            |e: HttpError| Error::DlqConfig {
+                variable: "MQKIT_DLQ_ALERT_WEBHOOK",
+                value: shown.clone(),
+                problem: e.to_string(),
+            },
+        )?;
+        Ok(AlertSettings {
+            target,
+            shown,
+            format,
+            secret,
+            client,
+            window: config.dlq_tuning.alert_window,
+        })
+    }
 }
 
 /// What was folded into the next alert of one queue.
@@ -125,19 +191,26 @@ fn flush(settings: &AlertSettings, state: &mut QueueState, posts: &mut JoinSet<(
     let Some(content) = content(&pending) else {
         return;
     };
-    let body = json!({"msgtype": "text", "text": {"content": content}}).to_string();
     let settings = settings.clone();
     let count = pending.count;
     let queue = pending.latest.map(|e| e.queue).unwrap_or_default();
     posts.spawn(async move {
-        let sent = http::send(
-            Method::POST,
+        // Signed now, not when the dead letter came: robots refuse old
+        // timestamps.
+        let (url, body) = settings.format.request(
             &settings.target,
-            &[(CONTENT_TYPE, "application/json".to_owned())],
-            body.into_bytes(),
-            settings.timeout,
-        )
-        .await;
+            &content,
+            settings.secret.as_ref(),
+            SystemTime::now(),
+        );
+        let sent = settings
+            .client
+            .send(Method::POST, url, |request| {
+                request
+                    .header("content-type", "application/json")
+                    .body(body.to_string())
+            })
+            .await;
         let delivered = match sent {
             Ok(r) if (200..300).contains(&r.status) => {
                 info!(queue, count, webhook = %settings.shown, "dead-letter alert sent");
@@ -145,6 +218,10 @@ fn flush(settings: &AlertSettings, state: &mut QueueState, posts: &mut JoinSet<(
             }
             Ok(r) => {
                 warn!(queue, count, webhook = %settings.shown, status = r.status, body = %String::from_utf8_lossy(&r.body), "dead-letter alert refused by the webhook; not retried (the archive has every row)");
+                "no"
+            }
+            Err(e @ HttpError::Tls { .. }) => {
+                warn!(queue, count, webhook = %settings.shown, error = %e, "dead-letter alert not delivered: the webhook's certificate was refused; not retried (the archive has every row). Check the webhook's certificate and host name, or trust its CA with MQKIT_DLQ_ALERT_CA_FILE");
                 "no"
             }
             Err(e) => {

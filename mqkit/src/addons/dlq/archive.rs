@@ -27,7 +27,6 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use super::alert::{self, AlertEvent, AlertSettings};
-use super::http::Target;
 use super::store::{ArchiveDb, Row};
 use crate::amqp::consume::{Consumption, consume as consume_queue};
 use crate::amqp::convert::properties_from;
@@ -36,7 +35,7 @@ use crate::app::config::{Config, DlqTuning};
 use crate::app::error::Error;
 use crate::core::backoff;
 use crate::core::idempotency::BoxFuture;
-use crate::core::mask::{mask_password, mask_secrets, password_of};
+use crate::core::mask::{mask_password, password_of};
 use crate::core::spec::ConsumerSpec;
 
 /// Dead letters each DLQ channel may hold unacked.
@@ -108,23 +107,11 @@ impl Archiver {
         let password = password_of(url);
         let db = ArchiveDb::connect_lazy(url, POOL_SIZE)
             .map_err(|problem| bad(scrub(&problem, password.as_deref())))?;
-        let alerts = match &config.dlq_alert_webhook {
-            Some(hook) => {
-                let shown = mask_secrets(hook);
-                let target = Target::parse(hook, &shown).map_err(|e| Error::DlqConfig {
-                    variable: "MQKIT_DLQ_ALERT_WEBHOOK",
-                    value: shown.clone(),
-                    problem: e.to_string(),
-                })?;
-                Some(AlertSettings {
-                    target,
-                    shown,
-                    window: config.dlq_tuning.alert_window,
-                    timeout: config.dlq_tuning.alert_timeout,
-                })
-            }
-            None => None,
-        };
+        let alerts = config
+            .dlq_alert_webhook
+            .as_deref()
+            .map(|hook| AlertSettings::from_config(config, hook))
+            .transpose()?;
         let mut sources: Vec<Source> = Vec::new();
         let mut by_queue = HashMap::new();
         for spec in specs {

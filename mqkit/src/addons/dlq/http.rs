@@ -1,15 +1,24 @@
-//! A one-shot HTTP/1.1 request over a fresh tokio `TcpStream` with hyper's
-//! connection API, bounded by a timeout: enough for alert webhooks and the
-//! RabbitMQ management API, without a client pool or TLS.
+//! The HTTP client of the alert webhooks and of `mqkit dlq list` (the
+//! RabbitMQ management API): reqwest over rustls with ring, for `http://`
+//! and `https://`, with a timeout per request, connection pooling,
+//! redirects, and proxies from `HTTPS_PROXY` / `HTTP_PROXY` / `ALL_PROXY`
+//! / `NO_PROXY` (a loopback server is always reached directly: no proxy
+//! can reach this machine's loopback). Certificates are checked against the
+//! platform's roots plus any extra CA certificates ([`read_ca_file`],
+//! `MQKIT_DLQ_ALERT_CA_FILE`).
+//!
+//! Entry points: [`parse_url`], [`read_ca_file`], [`Client::new`] and
+//! [`Client::send`]. Error texts never quote a URL (webhook URLs carry
+//! their secret in the query); callers name the server with a masked URL.
 
+use std::path::Path;
 use std::time::Duration;
 
-use http_body_util::{BodyExt as _, Full};
-use hyper::body::Bytes;
-use hyper::header::{CONNECTION, HOST, HeaderName, HeaderValue};
-use hyper::{Method, Request, Uri};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
+use reqwest::{Certificate, RequestBuilder};
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject as _;
+
+pub(crate) use reqwest::{Method, Url};
 
 /// An HTTP response: status and body.
 #[derive(Debug)]
@@ -21,9 +30,15 @@ pub(crate) struct Response {
 /// Why a request got no response. URLs in here are already masked.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum HttpError {
-    /// The URL is not `http://host[:port]/…`.
-    #[error("`{url}` is not an http:// URL ({problem})")]
+    /// The URL is not `http(s)://host[:port]/…`.
+    #[error("`{url}` is not an http:// or https:// URL ({problem})")]
     BadUrl { url: String, problem: String },
+    /// The client could not be built (no CA certificates, a bad one).
+    #[error("cannot set up the HTTP client: {0}")]
+    Setup(String),
+    /// The server's certificate was refused (or the TLS handshake failed).
+    #[error("TLS with {authority} failed: {problem}")]
+    Tls { authority: String, problem: String },
     /// Connecting, sending or reading failed.
     #[error("{0}")]
     Io(String),
@@ -32,128 +47,198 @@ pub(crate) enum HttpError {
     Timeout(Duration),
 }
 
-/// A parsed `http://` URL.
+/// Parses `url`, which must be `http://` or `https://` with a host; `shown`
+/// is how to name it in errors (masked).
+pub(crate) fn parse_url(url: &str, shown: &str) -> Result<Url, HttpError> {
+    let bad = |problem: String| HttpError::BadUrl {
+        url: shown.to_owned(),
+        problem,
+    };
+    // url's parse errors name the problem, never the URL.
+    let parsed = Url::parse(url.trim()).map_err(|e| bad(format!("cannot parse it: {e}")))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(bad("it must start with http:// or https://".to_owned()));
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err(bad("no host".to_owned()));
+    }
+    Ok(parsed)
+}
+
+/// Reads a PEM file of CA certificates; the error says what is wrong with
+/// it (not found, unreadable, no certificate, not a certificate).
+#[cfg_attr(not(feature = "dlq"), allow(dead_code))]
+pub(crate) fn read_ca_file(path: &Path) -> Result<Vec<Certificate>, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read it: {e}"))?;
+    let mut certificates = Vec::new();
+    for (i, der) in CertificateDer::pem_slice_iter(&pem).enumerate() {
+        let der = der.map_err(|e| format!("certificate {} is not valid PEM: {e}", i + 1))?;
+        // What the verifier will do with it, so a broken one fails now.
+        rustls::RootCertStore::empty()
+            .add(der.clone())
+            .map_err(|e| format!("certificate {} is not a usable CA certificate: {e}", i + 1))?;
+        certificates.push(
+            Certificate::from_der(&der)
+                .map_err(|e| format!("certificate {}: {}", i + 1, chain(&e)))?,
+        );
+    }
+    if certificates.is_empty() {
+        return Err(
+            "no certificate in it; it must hold PEM blocks (-----BEGIN CERTIFICATE-----)"
+                .to_owned(),
+        );
+    }
+    Ok(certificates)
+}
+
+/// A pooled client for one server (a webhook, the management API).
 #[derive(Debug, Clone)]
-pub(crate) struct Target {
-    host: String,
-    port: u16,
-    authority: String,
-    path: String,
-}
-
-impl Target {
-    /// Parses `url`; `shown` is how to name it in errors (masked).
-    pub(crate) fn parse(url: &str, shown: &str) -> Result<Target, HttpError> {
-        let bad = |problem: &str| HttpError::BadUrl {
-            url: shown.to_owned(),
-            problem: problem.to_owned(),
-        };
-        let uri: Uri = url.trim().parse().map_err(|_| bad("cannot parse it"))?;
-        match uri.scheme_str() {
-            Some("http") => {}
-            Some("https") => {
-                return Err(bad(
-                    "https is not supported; point it at an http:// endpoint or a local relay",
-                ));
-            }
-            _ => return Err(bad("it must start with http://")),
-        }
-        let host = uri
-            .host()
-            .filter(|h| !h.is_empty())
-            .ok_or_else(|| bad("no host"))?;
-        let port = uri.port_u16().unwrap_or(80);
-        let host = host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_owned();
-        let authority = match uri.port_u16() {
-            Some(p) if host.contains(':') => format!("[{host}]:{p}"),
-            Some(p) => format!("{host}:{p}"),
-            None if host.contains(':') => format!("[{host}]"),
-            None => host.clone(),
-        };
-        let path = uri
-            .path_and_query()
-            .map(|p| p.as_str().to_owned())
-            .filter(|p| !p.is_empty())
-            .unwrap_or_else(|| "/".to_owned());
-        Ok(Target {
-            host,
-            port,
-            authority,
-            path,
-        })
-    }
-
-    /// The same server with another path (and query).
-    #[cfg_attr(not(feature = "cli"), allow(dead_code))]
-    pub(crate) fn with_path(&self, path: &str) -> Target {
-        let base = self.path.trim_end_matches('/');
-        Target {
-            path: format!("{base}{path}"),
-            ..self.clone()
-        }
-    }
-}
-
-/// Sends one request and reads the whole response, all within `timeout`.
-pub(crate) async fn send(
-    method: Method,
-    target: &Target,
-    headers: &[(HeaderName, String)],
-    body: Vec<u8>,
+pub(crate) struct Client {
+    inner: reqwest::Client,
     timeout: Duration,
-) -> Result<Response, HttpError> {
-    match tokio::time::timeout(timeout, exchange(method, target, headers, body)).await {
-        Ok(result) => result,
-        Err(_) => Err(HttpError::Timeout(timeout)),
-    }
 }
 
-async fn exchange(
-    method: Method,
-    target: &Target,
-    headers: &[(HeaderName, String)],
-    body: Vec<u8>,
-) -> Result<Response, HttpError> {
-    let io = |e: &dyn std::fmt::Display| HttpError::Io(e.to_string());
-    let stream = TcpStream::connect((target.host.as_str(), target.port))
-        .await
-        .map_err(|e| io(&format!("cannot connect to {}: {e}", target.authority)))?;
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| io(&e))?;
-    // The connection future drives the socket; it ends when the server closes
-    // it, and is aborted here once the response is read.
-    let driver = tokio::spawn(connection);
-    let mut request = Request::builder()
-        .method(method)
-        .uri(target.path.as_str())
-        .header(HOST, target.authority.as_str())
-        .header(CONNECTION, "close");
-    for (name, value) in headers {
-        let value = HeaderValue::from_str(value).map_err(|e| io(&e))?;
-        request = request.header(name, value);
+impl Client {
+    /// A client for requests to `url`'s server, each bounded by `timeout`
+    /// (connecting, TLS, sending and reading the whole answer), trusting
+    /// the platform's roots and `extra_roots`.
+    pub(crate) fn new(
+        url: &Url,
+        timeout: Duration,
+        extra_roots: Vec<Certificate>,
+    ) -> Result<Client, HttpError> {
+        crate::app::crypto::install_default_provider();
+        let builder = || {
+            let builder = reqwest::Client::builder()
+                .timeout(timeout)
+                .user_agent(concat!("mqkit/", env!("CARGO_PKG_VERSION")));
+            if is_loopback(url) {
+                builder.no_proxy()
+            } else {
+                builder
+            }
+        };
+        let inner = match builder().tls_certs_merge(extra_roots.clone()).build() {
+            Ok(client) => client,
+            // A machine without a CA store can still speak plain http.
+            Err(_) if url.scheme() == "http" => builder()
+                .tls_certs_only(extra_roots)
+                .build()
+                .map_err(|e| HttpError::Setup(chain(&e)))?,
+            Err(e) => {
+                return Err(HttpError::Setup(format!(
+                    "{}; install the system's CA certificates (e.g. the ca-certificates package)",
+                    chain(&e)
+                )));
+            }
+        };
+        Ok(Client { inner, timeout })
     }
-    let request = request
-        .body(Full::new(Bytes::from(body)))
-        .map_err(|e| io(&e))?;
-    let result = async {
-        let response = sender.send_request(request).await.map_err(|e| io(&e))?;
-        let status = response.status().as_u16();
-        let body = response
-            .into_body()
-            .collect()
+
+    /// Sends `method url` (with what `configure` adds: headers, a body)
+    /// and reads the whole answer.
+    pub(crate) async fn send(
+        &self,
+        method: Method,
+        url: Url,
+        configure: impl FnOnce(RequestBuilder) -> RequestBuilder,
+    ) -> Result<Response, HttpError> {
+        let authority = authority(&url);
+        let error = |e: reqwest::Error| self.error(e, &authority);
+        let response = configure(self.inner.request(method, url))
+            .send()
             .await
-            .map_err(|e| io(&e))?
-            .to_bytes()
-            .to_vec();
+            .map_err(error)?;
+        let status = response.status().as_u16();
+        let body = response.bytes().await.map_err(error)?.to_vec();
         Ok(Response { status, body })
     }
-    .await;
-    driver.abort();
-    result
+
+    fn error(&self, e: reqwest::Error, authority: &str) -> HttpError {
+        if e.is_timeout() {
+            return HttpError::Timeout(self.timeout);
+        }
+        let e = e.without_url();
+        if let Some(tls) = tls_error(&e) {
+            return HttpError::Tls {
+                authority: authority.to_owned(),
+                problem: tls,
+            };
+        }
+        if e.is_connect() {
+            return HttpError::Io(format!("cannot connect to {authority}: {}", root_cause(&e)));
+        }
+        HttpError::Io(chain(&e))
+    }
+}
+
+/// `host:port` of `url`, as in "cannot connect to 127.0.0.1:15672".
+fn authority(url: &Url) -> String {
+    let host = url.host_str().unwrap_or_default();
+    match url.port_or_known_default() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_owned(),
+    }
+}
+
+fn is_loopback(url: &Url) -> bool {
+    let host = url.host_str().unwrap_or_default();
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.is_loopback(),
+        Err(_) => host.eq_ignore_ascii_case("localhost"),
+    }
+}
+
+/// The cause of `e`: for an io error that wraps another error, that one
+/// (`io::Error::source` skips it: it returns the wrapped error's source).
+fn cause<'a>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a (dyn std::error::Error + 'static)> {
+    match e
+        .downcast_ref::<std::io::Error>()
+        .and_then(|io| io.get_ref())
+    {
+        Some(inner) => Some(inner),
+        None => e.source(),
+    }
+}
+
+/// The error and its causes, `: `-separated, repeats left out.
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = vec![e.to_string()];
+    let mut source = cause(e);
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        source = cause(s);
+    }
+    parts.join(": ")
+}
+
+/// The innermost cause (an io error's own text, such as "Connection
+/// refused (os error 111)").
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut last = e;
+    while let Some(s) = cause(last) {
+        last = s;
+    }
+    last.to_string()
+}
+
+/// The rustls error among the causes (the handshake failed or the
+/// certificate was refused), as text.
+fn tls_error(e: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut source = Some(e);
+    while let Some(s) = source {
+        if let Some(tls) = s.downcast_ref::<rustls::Error>() {
+            return Some(tls.to_string());
+        }
+        source = cause(s);
+    }
+    None
 }
 
 #[cfg(test)]
@@ -161,20 +246,60 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_http_urls_only() {
-        let t = Target::parse("http://127.0.0.1:15672", "x").map_err(|e| e.to_string());
+    fn parses_http_and_https_urls_only() {
+        let t = parse_url("http://127.0.0.1:15672", "x").map_err(|e| e.to_string());
         let t = t.unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!((t.host.as_str(), t.port), ("127.0.0.1", 15672));
-        assert_eq!(t.authority, "127.0.0.1:15672");
-        assert_eq!(t.path, "/");
-        assert_eq!(t.with_path("/api/queues").path, "/api/queues");
-        let t = Target::parse("http://hooks.local/send?key=abc", "x");
+        assert_eq!(authority(&t), "127.0.0.1:15672");
+        assert!(is_loopback(&t));
+        let t = parse_url("https://hooks.local/send?key=abc", "x");
         let t = t
             .map_err(|e| e.to_string())
             .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!((t.port, t.path.as_str()), (80, "/send?key=abc"));
-        let err = Target::parse("https://h/x", "https://h/x").map(|_| ());
-        assert!(matches!(err, Err(HttpError::BadUrl { .. })));
-        assert!(Target::parse("h:1/x", "h:1/x").is_err());
+        assert_eq!(authority(&t), "hooks.local:443");
+        assert!(!is_loopback(&t));
+        for loopback in [
+            "http://localhost/x",
+            "https://[::1]:8443/",
+            "http://127.8.0.1",
+        ] {
+            let url = parse_url(loopback, "x").map_err(|e| e.to_string());
+            assert!(
+                is_loopback(&url.unwrap_or_else(|e| panic!("{e}"))),
+                "{loopback}"
+            );
+        }
+        let err = parse_url("ftp://h/x?key=pw", "ftp://h/x?key=****").map_err(|e| e.to_string());
+        let err = err.err().unwrap_or_default();
+        assert_eq!(
+            err,
+            "`ftp://h/x?key=****` is not an http:// or https:// URL (it must start with http:// or https://)"
+        );
+        assert!(parse_url("h:1/x", "h:1/x").is_err());
+        assert!(parse_url("not a url", "not a url").is_err());
+    }
+
+    #[test]
+    fn ca_files_that_cannot_be_used_say_why() {
+        let dir = std::env::temp_dir().join(format!("mqkit-ca-test-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let missing = read_ca_file(&dir.join("missing.pem"))
+            .err()
+            .unwrap_or_default();
+        assert!(missing.starts_with("cannot read it: "), "{missing}");
+        let empty = dir.join("empty.pem");
+        let _ = std::fs::write(&empty, "not a certificate\n");
+        let err = read_ca_file(&empty).err().unwrap_or_default();
+        assert!(err.starts_with("no certificate in it"), "{err}");
+        let garbage = dir.join("garbage.pem");
+        let _ = std::fs::write(
+            &garbage,
+            "-----BEGIN CERTIFICATE-----\nTUlJQm5vdCBhIGNlcnQ=\n-----END CERTIFICATE-----\n",
+        );
+        let err = read_ca_file(&garbage).err().unwrap_or_default();
+        assert!(
+            err.starts_with("certificate 1 is not a usable CA certificate"),
+            "{err}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

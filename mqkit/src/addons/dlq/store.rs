@@ -109,6 +109,7 @@ impl ArchiveDb {
     }
 
     /// `MySQL/MariaDB` or `PostgreSQL`, for logs.
+    #[cfg_attr(not(feature = "dlq"), allow(dead_code))]
     pub(crate) fn kind(&self) -> &'static str {
         match self {
             ArchiveDb::MySql(_) => "MySQL/MariaDB",
