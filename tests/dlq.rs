@@ -7,6 +7,18 @@
 //! and never stops a shared service (the database outage is a proxy).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+/// A test on both archive databases: `name_mariadb` and `name_postgres`.
+macro_rules! on_both {
+    ($body:ident: $($name:ident, $backend:expr);+) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                $body($backend).await;
+            }
+        )+
+    };
+}
+
 mod common;
 #[path = "common/http.rs"]
 mod probe;

@@ -17,9 +17,12 @@ async fn alert_handler(e: Event) -> Result<(), HandlerError> {
     Err(HandlerError::reject(format!("bad order {}", e.id)))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fifty_dead_letters_in_a_window_make_at_most_two_alerts_with_the_total_count() {
-    let db = db().await;
+on_both!(fifty:
+    fifty_dead_letters_in_a_window_make_at_most_two_alerts_with_the_total_count_mariadb, Backend::MySql;
+    fifty_dead_letters_in_a_window_make_at_most_two_alerts_with_the_total_count_postgres, Backend::Postgres);
+
+async fn fifty(backend: Backend) {
+    let db = db_of(backend).await;
     let hook = Hook::start(HookMode::Ok).await;
     // A 15 s window stands in for the minute; 50 dead letters take far less.
     let tuning = DlqTuning {
@@ -29,7 +32,7 @@ async fn fifty_dead_letters_in_a_window_make_at_most_two_alerts_with_the_total_c
     let (spec, running, _cleanup, _db_cleanup) = start(
         alert_handler {},
         "alerts",
-        app(Some(DB_URL.to_owned()), Some(hook.url()), tuning),
+        app(Some(backend.url()), Some(hook.url()), tuning),
     )
     .await;
     let publisher = running.publisher().clone();

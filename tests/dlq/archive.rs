@@ -18,18 +18,6 @@ async fn archive_handler(e: Event) -> Result<(), HandlerError> {
     }
 }
 
-/// A test on both archive databases: `name_mariadb` and `name_postgres`.
-macro_rules! on_both {
-    ($body:ident: $($name:ident, $backend:expr);+) => {
-        $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                $body($backend).await;
-            }
-        )+
-    };
-}
-
 on_both!(every_kind:
     dead_letters_of_every_kind_become_one_row_each_with_every_field_mariadb, Backend::MySql;
     dead_letters_of_every_kind_become_one_row_each_with_every_field_postgres, Backend::Postgres);
