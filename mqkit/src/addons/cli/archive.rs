@@ -8,7 +8,9 @@
 //! mark the row replayed (time, count). A crash between the two sends that
 //! one row again on the next run (the consumer's idempotency absorbs it);
 //! a marked row is skipped unless `--again`. An unroutable row is reported
-//! and left unmarked.
+//! and left unmarked. A run takes only the rows archived when it started:
+//! a replayed copy that fails again is archived as a new row, which the
+//! next run (not this one) sees.
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -98,12 +100,18 @@ pub(crate) async fn replay_rows(
     let mut report = ReplayReport::default();
     let limit = request.limit.unwrap_or(u64::MAX);
     let started = Instant::now();
+    // Only what is archived now: a copy that fails again is archived as a
+    // new row while this runs, and must not be replayed again in this run.
+    let up_to = match db.max_id().await {
+        Ok(id) => id,
+        Err(e) => return Err((report, ReplayFailure::Archive(scrub(&e)))),
+    };
     let mut after = 0i64;
     while report.moved_total < limit {
         let want = i64::try_from(limit - report.moved_total)
             .unwrap_or(PAGE)
             .min(PAGE);
-        let page = match db.select(&request.filter, after, want).await {
+        let page = match db.select(&request.filter, after, up_to, want).await {
             Ok(page) => page,
             Err(e) => return Err((report, ReplayFailure::Archive(scrub(&e)))),
         };

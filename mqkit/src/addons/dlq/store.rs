@@ -221,13 +221,34 @@ impl ArchiveDb {
         Ok(done)
     }
 
-    /// Up to `limit` rows that match `filter` with an id above `after`, in
-    /// id order (the order they were archived).
+    /// The highest row id now (0 for an empty table): a replay goes up to
+    /// it and no further, so the dead letters its own copies cause (archived
+    /// while it runs, with higher ids) are not replayed in the same run.
+    #[cfg_attr(not(feature = "cli"), allow(dead_code))]
+    pub(crate) async fn max_id(&self) -> Result<i64, sqlx::Error> {
+        let max: Option<i64> = match self {
+            ArchiveDb::MySql(pool) => {
+                sqlx::query_scalar("SELECT CAST(MAX(id) AS SIGNED) FROM mqkit_dead_letters")
+                    .fetch_one(pool)
+                    .await?
+            }
+            ArchiveDb::Postgres(pool) => {
+                sqlx::query_scalar("SELECT MAX(id) FROM mqkit_dead_letters")
+                    .fetch_one(pool)
+                    .await?
+            }
+        };
+        Ok(max.unwrap_or(0))
+    }
+
+    /// Up to `limit` rows that match `filter` with an id above `after` and
+    /// at most `up_to`, in id order (the order they were archived).
     #[cfg_attr(not(feature = "cli"), allow(dead_code))]
     pub(crate) async fn select(
         &self,
         filter: &Filter,
         after: i64,
+        up_to: i64,
         limit: i64,
     ) -> Result<Vec<Stored>, sqlx::Error> {
         let kinds = filter.kinds.join(",");
@@ -235,9 +256,11 @@ impl ArchiveDb {
         let rows = match self {
             ArchiveDb::MySql(pool) => {
                 let sql = format!(
-                    "SELECT {MYSQL_COLUMNS} FROM mqkit_dead_letters WHERE id > ? AND {MYSQL_FILTER} ORDER BY id LIMIT ?"
+                    "SELECT {MYSQL_COLUMNS} FROM mqkit_dead_letters WHERE id > ? AND id <= ? AND {MYSQL_FILTER} ORDER BY id LIMIT ?"
                 );
-                let q = sqlx::query_as::<_, StoredTuple>(&sql).bind(after);
+                let q = sqlx::query_as::<_, StoredTuple>(&sql)
+                    .bind(after)
+                    .bind(up_to);
                 bind_mysql_filter(q, filter, &kinds, &text)
                     .bind(limit)
                     .fetch_all(pool)
@@ -245,7 +268,7 @@ impl ArchiveDb {
             }
             ArchiveDb::Postgres(pool) => {
                 let sql = format!(
-                    "SELECT {PG_COLUMNS} FROM mqkit_dead_letters WHERE {PG_FILTER} AND id > $8 ORDER BY id LIMIT $9"
+                    "SELECT {PG_COLUMNS} FROM mqkit_dead_letters WHERE {PG_FILTER} AND id > $8 AND id <= $9 ORDER BY id LIMIT $10"
                 );
                 bind_pg_filter(
                     sqlx::query_as::<_, StoredTuple>(&sql),
@@ -254,6 +277,7 @@ impl ArchiveDb {
                     &text,
                 )
                 .bind(after)
+                .bind(up_to)
                 .bind(limit)
                 .fetch_all(pool)
                 .await?
