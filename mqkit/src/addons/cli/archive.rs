@@ -186,6 +186,7 @@ pub(crate) async fn open_archive(url: &str) -> Result<(ArchiveDb, Scrubber), Cli
         problem,
     };
     let db = ArchiveDb::connect_lazy(url, 2).map_err(|p| bad(scrubber.text(&p)))?;
+    db.check().await.map_err(|e| bad(scrubber.scrub(&e)))?;
     db.migrate().await.map_err(|e| bad(scrubber.scrub(&e)))?;
     Ok((db, scrubber))
 }

@@ -108,6 +108,24 @@ impl ArchiveDb {
         }
     }
 
+    /// Opens one connection now, so that a refused connection or login is
+    /// reported as itself (a lazy pool's first query would only say that
+    /// it timed out waiting for a connection).
+    #[cfg_attr(not(feature = "cli"), allow(dead_code))]
+    pub(crate) async fn check(&self) -> Result<(), sqlx::Error> {
+        match self {
+            ArchiveDb::MySql(pool) => {
+                let options = (*pool.connect_options()).clone();
+                sqlx::ConnectOptions::connect(&options).await?;
+            }
+            ArchiveDb::Postgres(pool) => {
+                let options = (*pool.connect_options()).clone();
+                sqlx::ConnectOptions::connect(&options).await?;
+            }
+        }
+        Ok(())
+    }
+
     /// `MySQL/MariaDB` or `PostgreSQL`, for logs.
     #[cfg_attr(not(feature = "dlq"), allow(dead_code))]
     pub(crate) fn kind(&self) -> &'static str {
