@@ -114,17 +114,17 @@ pub(crate) struct ReplayArgs {
     #[arg(long, value_name = "URL")]
     pub from_archive: Option<String>,
     /// With --from-archive: only dead letters of this original queue.
-    #[arg(long, value_name = "QUEUE", requires = "from_archive")]
+    #[arg(long, value_name = "QUEUE")]
     pub queue: Option<String>,
     #[command(flatten)]
     pub time: TimeArgs,
     /// With --from-archive: only the dead letter(s) with this business key
     /// (the idempotency fields as the consumer joins them, e.g. `A-17`, or
     /// the whole stored key `mqkit:idem:order:A-17`).
-    #[arg(long, value_name = "KEY", requires = "from_archive")]
+    #[arg(long, value_name = "KEY")]
     pub key: Option<String>,
     /// With --from-archive: replay rows that were replayed before too.
-    #[arg(long, requires = "from_archive")]
+    #[arg(long)]
     pub again: bool,
     /// Replay at most N messages.
     #[arg(long, value_name = "N")]
@@ -321,12 +321,18 @@ pub(crate) async fn run(cli: Cli) -> Result<ExitCode, CliError> {
     match &command {
         DlqCommand::List(args) => return list::list(&cli.url, args).await,
         DlqCommand::Stats(args) => return archive::stats(args).await,
-        DlqCommand::Replay(args) if args.time.since.is_some() || args.time.until.is_some() => {
-            if args.from_archive.is_none() {
-                return Err(CliError::Usage(
-                    "--since and --until select archived dead letters: add --from-archive URL"
-                        .to_owned(),
-                ));
+        DlqCommand::Replay(args) if args.from_archive.is_none() => {
+            let archive_only = [
+                ("--queue", args.queue.is_some()),
+                ("--key", args.key.is_some()),
+                ("--again", args.again),
+                ("--since", args.time.since.is_some()),
+                ("--until", args.time.until.is_some()),
+            ];
+            if let Some((flag, _)) = archive_only.iter().find(|(_, set)| *set) {
+                return Err(CliError::Usage(format!(
+                    "{flag} selects archived dead letters: add --from-archive URL (a DLQ replay takes --kind and --limit)"
+                )));
             }
         }
         _ => {}
@@ -491,6 +497,59 @@ mod tests {
                 assert_eq!(r.kind, ["decode", "rejected", "panic"]);
             }
             other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn replay_takes_a_dlq_or_an_archive_and_archive_filters_only_with_one() {
+        let parse = |args: &[&str]| Cli::try_parse_from(args).map_err(|e| e.kind());
+        assert!(parse(&["mqkit", "dlq", "replay", "dlq.q"]).is_ok());
+        assert!(parse(&["mqkit", "dlq", "replay", "--from-archive", "mysql://h/db"]).is_ok());
+        assert!(parse(&["mqkit", "dlq", "replay"]).is_err());
+        let both = [
+            "mqkit",
+            "dlq",
+            "replay",
+            "dlq.q",
+            "--from-archive",
+            "mysql://h/db",
+        ];
+        assert!(parse(&both).is_err());
+        let bad_time = [
+            "mqkit",
+            "dlq",
+            "replay",
+            "--from-archive",
+            "mysql://h/db",
+            "--since",
+            "someday",
+        ];
+        assert!(parse(&bad_time).is_err());
+        // Archive filters on a DLQ replay parse, and are refused before
+        // anything connects.
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            panic!("no runtime");
+        };
+        for flag in [
+            &["--queue", "q"][..],
+            &["--key", "k"],
+            &["--again"],
+            &["--since", "2h"],
+            &["--until", "1d"],
+        ] {
+            let mut args = vec!["mqkit", "dlq", "replay", "dlq.q"];
+            args.extend_from_slice(flag);
+            let refused = match Cli::try_parse_from(&args) {
+                Ok(cli) => rt.block_on(run(cli)).err().map(|e| e.to_string()),
+                Err(e) => Some(format!("did not parse: {e}")),
+            };
+            assert!(
+                refused.as_deref().is_some_and(|e| e.starts_with(flag[0]) && e.contains("add --from-archive URL")),
+                "{flag:?}: {refused:?}"
+            );
         }
     }
 
