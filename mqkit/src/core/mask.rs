@@ -45,7 +45,7 @@ pub(crate) fn mask_secrets(url: &str) -> String {
 
 /// The password in `scheme://user:password@host…`, if any (to scrub it from
 /// texts that quote the URL, such as a database driver's errors).
-#[cfg(feature = "dlq")]
+#[cfg(any(feature = "dlq", feature = "cli"))]
 pub(crate) fn password_of(url: &str) -> Option<String> {
     let rest = &url[url.find("://")? + 3..];
     let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];

@@ -11,6 +11,7 @@
 //!   `MQKIT_DLQ_ARCHIVE_RETENTION`; with
 //!   `MQKIT_DLQ_ALERT_WEBHOOK` it also posts rate-limited alerts. It joins
 //!   the service through the app layer's add-on hook (`app::addon`).
+//! - [`browse`] (feature `cli`): the web console's reads of the archive.
 //!
 //! Startup rules, checked before anything connects: a webhook without an
 //! archive URL is an error, and so is an archive URL in a binary built
@@ -24,6 +25,8 @@ pub(crate) mod letter;
 mod alert;
 #[cfg(feature = "dlq")]
 mod archive;
+#[cfg(feature = "cli")]
+pub(crate) mod browse;
 #[cfg(any(feature = "dlq", feature = "cli"))]
 pub(crate) mod http;
 #[cfg(any(feature = "dlq", feature = "cli"))]
