@@ -1,8 +1,9 @@
 //! Dead-letter operations against the real RabbitMQ (127.0.0.1:5672, with
 //! the management plugin on :15672), MariaDB (127.0.0.1:3306, database
 //! `test`) and PostgreSQL (127.0.0.1:5432, database `test`): the archiver
-//! inside `App`, alerts to a local webhook server, and the `mqkit dlq`
-//! command run as a child process. Every test uses
+//! inside `App`, alerts to a local webhook server, the `mqkit dlq`
+//! command run as a child process, and its web console (`serve`) in
+//! headless Chromium. Every test uses
 //! unique queue names, deletes its queues and its archive rows on drop,
 //! and never stops a shared service (the database outage is a proxy).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -24,13 +25,19 @@ mod common;
 mod probe;
 #[path = "dlq/support.rs"]
 mod support;
+#[path = "dlq/web.rs"]
+mod web;
 
 #[path = "dlq/alerts.rs"]
 mod alerts;
 #[path = "dlq/archive.rs"]
 mod archive;
+#[path = "dlq/browser.rs"]
+mod browser;
 #[path = "dlq/command.rs"]
 mod command;
+#[path = "dlq/console.rs"]
+mod console;
 #[path = "dlq/from_archive.rs"]
 mod from_archive;
 #[path = "dlq/replay.rs"]

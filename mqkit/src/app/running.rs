@@ -152,7 +152,9 @@ impl Running {
     }
 }
 
-async fn wait_for_signal() {
+/// Returns on SIGINT (Ctrl-C) or SIGTERM; also what `mqkit dlq serve`
+/// stops on.
+pub(crate) async fn wait_for_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};

@@ -226,6 +226,7 @@ pub(super) async fn replay(
             key: args.key.clone(),
             text: None,
             include_replayed: args.again,
+            ids: Vec::new(),
         },
         limit: args.limit,
         dry_run: args.dry_run,

@@ -1,8 +1,8 @@
 //! The `mqkit` operator command (feature `cli`): `mqkit dlq list | show |
-//! replay | purge | stats`. `list` reads queue depths from the RabbitMQ
-//! management HTTP API; `show`, `replay` and `purge` speak AMQP;
+//! replay | purge | stats | serve`. `list` reads queue depths from the
+//! RabbitMQ management HTTP API; `show`, `replay` and `purge` speak AMQP;
 //! `replay --from-archive` and `stats` read the dead-letter archive
-//! (`archive`).
+//! (`archive`); `serve` is the web console over the archive (`console`).
 //!
 //! Entry points: [`main`] (what `src/bin/mqkit.rs` calls), [`main_with_args`]
 //! and [`run`] (parsed arguments in, exit code or [`CliError`] out).
@@ -12,11 +12,13 @@
 //! the DLQ.
 
 mod archive;
+mod console;
 mod inspect;
 mod list;
 mod replay;
 
 use std::ffi::OsString;
+use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -75,6 +77,10 @@ pub(crate) enum DlqCommand {
     Purge(PurgeArgs),
     /// Counts of archived dead letters by day, queue and kind.
     Stats(StatsArgs),
+    /// A web console over the archive: dead letters by queue and kind over
+    /// time, a filterable list, one letter's headers and body, and replay
+    /// of the selected ones (the same code as `replay --from-archive`).
+    Serve(ServeArgs),
 }
 
 /// `mqkit dlq list`
@@ -178,6 +184,27 @@ pub(crate) struct StatsArgs {
     pub time: TimeArgs,
 }
 
+/// `mqkit dlq serve`
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// The dead-letter archive (mysql://… or postgres://…).
+    #[arg(
+        long,
+        env = "MQKIT_DLQ_ARCHIVE_URL",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    pub archive: String,
+    /// Where to listen, IP:PORT (port 0: any free port; the line printed at
+    /// startup names it).
+    #[arg(long, default_value = "127.0.0.1:8088", value_name = "ADDR")]
+    pub addr: SocketAddr,
+    /// Serve without a login (only with --addr on 127.0.0.1). Otherwise
+    /// every request needs the user and password of --url (HTTP basic auth).
+    #[arg(long)]
+    pub no_auth: bool,
+}
+
 /// `mqkit dlq purge`
 #[derive(Debug, Args)]
 pub(crate) struct PurgeArgs {
@@ -259,6 +286,16 @@ pub(crate) enum CliError {
     /// Options that do not go together.
     #[error("{0}")]
     Usage(String),
+    /// The console cannot listen on its address.
+    #[error(
+        "cannot listen on {addr}: {source}. Is another process using it? Choose another with --addr IP:PORT (port 0 picks a free one)"
+    )]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// The bind error.
+        source: std::io::Error,
+    },
     /// The management API failed.
     #[error("RabbitMQ management API at {api}: {problem}")]
     Management {
@@ -321,6 +358,7 @@ pub(crate) async fn run(cli: Cli) -> Result<ExitCode, CliError> {
     match &command {
         DlqCommand::List(args) => return list::list(&cli.url, args).await,
         DlqCommand::Stats(args) => return archive::stats(args).await,
+        DlqCommand::Serve(args) => return console::serve(&cli.url, args).await,
         DlqCommand::Replay(args) if args.from_archive.is_none() => {
             let archive_only = [
                 ("--queue", args.queue.is_some()),
@@ -340,7 +378,7 @@ pub(crate) async fn run(cli: Cli) -> Result<ExitCode, CliError> {
     let connection = connect(&cli.url).await?;
     let vhost = vhost_of(&cli.url);
     let result = match &command {
-        DlqCommand::List(_) | DlqCommand::Stats(_) => Ok(ExitCode::SUCCESS),
+        DlqCommand::List(_) | DlqCommand::Stats(_) | DlqCommand::Serve(_) => Ok(ExitCode::SUCCESS),
         DlqCommand::Show(args) => inspect::show(&connection, &vhost, args).await,
         DlqCommand::Purge(args) => inspect::purge(&connection, &vhost, args).await,
         DlqCommand::Replay(args) => match (&args.from_archive, &args.dlq) {

@@ -14,6 +14,7 @@
 //!   joins the service through the app layer's add-on hook (`app::addon`).
 //! - [`http`]: the HTTP client (reqwest, rustls) of the webhooks and of
 //!   `mqkit dlq list`.
+//! - [`browse`] (feature `cli`): the web console's reads of the archive.
 //!
 //! Startup rules, checked before anything connects: a webhook without an
 //! archive URL is an error, and so is an archive URL in a binary built
@@ -28,6 +29,8 @@ pub(crate) mod letter;
 mod alert;
 #[cfg(feature = "dlq")]
 mod archive;
+#[cfg(feature = "cli")]
+pub(crate) mod browse;
 #[cfg(feature = "dlq")]
 mod format;
 #[cfg(any(feature = "dlq", feature = "cli"))]

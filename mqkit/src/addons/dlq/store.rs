@@ -4,6 +4,8 @@
 //! parameters), [`Row`] (one dead letter as the archiver stores it),
 //! [`Stored`] (a row as replay and the console read it back), [`Filter`]
 //! (which rows), and the schema migrations from `mqkit/migrations/dlq/`.
+//! The console's own reads (one row, a page of the newest) are in
+//! `browse.rs`.
 
 #[cfg(feature = "dlq")]
 use std::collections::HashMap;
@@ -269,8 +271,7 @@ impl ArchiveDb {
         up_to: i64,
         limit: i64,
     ) -> Result<Vec<Stored>, sqlx::Error> {
-        let kinds = filter.kinds.join(",");
-        let text = filter.text.clone().unwrap_or_default();
+        let (kinds, text, ids) = filter.texts();
         let rows = match self {
             ArchiveDb::MySql(pool) => {
                 let sql = format!(
@@ -279,14 +280,14 @@ impl ArchiveDb {
                 let q = sqlx::query_as::<_, StoredTuple>(&sql)
                     .bind(after)
                     .bind(up_to);
-                bind_mysql_filter(q, filter, &kinds, &text)
+                bind_mysql_filter(q, filter, &kinds, &text, &ids)
                     .bind(limit)
                     .fetch_all(pool)
                     .await?
             }
             ArchiveDb::Postgres(pool) => {
                 let sql = format!(
-                    "SELECT {PG_COLUMNS} FROM mqkit_dead_letters WHERE {PG_FILTER} AND id > $8 AND id <= $9 ORDER BY id LIMIT $10"
+                    "SELECT {PG_COLUMNS} FROM mqkit_dead_letters WHERE {PG_FILTER} AND id > $9 AND id <= $10 ORDER BY id LIMIT $11"
                 );
                 bind_pg_filter(
                     sqlx::query_as::<_, StoredTuple>(&sql),
@@ -334,8 +335,7 @@ impl ArchiveDb {
     /// ordered by day, queue, kind.
     #[cfg_attr(not(feature = "cli"), allow(dead_code))]
     pub(crate) async fn stats(&self, filter: &Filter) -> Result<Vec<StatsRow>, sqlx::Error> {
-        let kinds = filter.kinds.join(",");
-        let text = filter.text.clone().unwrap_or_default();
+        let (kinds, text, ids) = filter.texts();
         let rows: Vec<(String, String, String, i64, i64)> = match self {
             ArchiveDb::MySql(pool) => {
                 let sql = format!(
@@ -344,7 +344,7 @@ impl ArchiveDb {
                      FROM mqkit_dead_letters WHERE {MYSQL_FILTER} \
                      GROUP BY q, error_kind, day ORDER BY day, q, error_kind"
                 );
-                bind_mysql_filter(sqlx::query_as(&sql), filter, &kinds, &text)
+                bind_mysql_filter(sqlx::query_as(&sql), filter, &kinds, &text, &ids)
                     .fetch_all(pool)
                     .await?
             }
@@ -391,6 +391,21 @@ pub(crate) struct Filter {
     pub(crate) text: Option<String>,
     /// Rows replayed before too (`--again`); else only those never replayed.
     pub(crate) include_replayed: bool,
+    /// Only these row ids (the console's selection); empty = any id.
+    pub(crate) ids: Vec<i64>,
+}
+
+impl Filter {
+    /// The kinds, the error text and (for MySQL) the ids as the bound
+    /// texts of the filter SQL: comma-separated, `''` for none.
+    pub(super) fn texts(&self) -> (String, String, String) {
+        let ids: Vec<String> = self.ids.iter().map(i64::to_string).collect();
+        (
+            self.kinds.join(","),
+            self.text.clone().unwrap_or_default(),
+            ids.join(","),
+        )
+    }
 }
 
 /// One line of [`ArchiveDb::stats`].
@@ -429,7 +444,7 @@ pub(crate) struct Stored {
     pub(crate) replays: i64,
 }
 
-type StoredTuple = (
+pub(super) type StoredTuple = (
     i64,
     String,
     String,
@@ -487,43 +502,48 @@ impl From<StoredTuple> for Stored {
 }
 
 // The key columns are utf8mb4_bin, which sqlx reads as bytes: cast them.
-const MYSQL_COLUMNS: &str = "CAST(id AS SIGNED), CAST(original_queue AS CHAR), CAST(message_id AS CHAR), \
+pub(super) const MYSQL_COLUMNS: &str = "CAST(id AS SIGNED), CAST(original_queue AS CHAR), CAST(message_id AS CHAR), \
      CAST(failed_at AS CHAR), CAST(dlq AS CHAR), business_key, error_kind, error_text, \
      CAST(attempts AS SIGNED), headers, properties, body, CAST(archived_at AS CHAR), \
      CAST(replayed_at AS CHAR), CAST(replays AS SIGNED)";
 
-const PG_COLUMNS: &str = "id, original_queue::text, message_id::text, \
+pub(super) const PG_COLUMNS: &str = "id, original_queue::text, message_id::text, \
      to_char(failed_at, 'YYYY-MM-DD HH24:MI:SS.MS'), dlq::text, business_key::text, error_kind::text, error_text, \
      attempts, headers, properties, body, to_char(archived_at, 'YYYY-MM-DD HH24:MI:SS.MS'), \
      to_char(replayed_at, 'YYYY-MM-DD HH24:MI:SS.MS'), replays::bigint";
 
-// One fixed text per database; an unset filter field binds NULL (or '')
-// and matches every row. `bind_mysql_filter` binds the MySQL placeholders
-// in this order; PostgreSQL's are $1–$7.
-const MYSQL_FILTER: &str = "(? IS NULL OR original_queue = ?) \
+// One fixed text per database; an unset filter field binds NULL (or '', or
+// an empty array) and matches every row. `bind_mysql_filter` binds the
+// MySQL placeholders in this order; PostgreSQL's are $1–$8.
+pub(super) const MYSQL_FILTER: &str = "(? IS NULL OR original_queue = ?) \
      AND (? = '' OR FIND_IN_SET(error_kind, ?) > 0) \
      AND (? IS NULL OR failed_at >= ?) \
      AND (? IS NULL OR failed_at < ?) \
      AND (? IS NULL OR business_key = ? OR business_key = CONCAT('mqkit:idem:', original_queue, ':', ?)) \
      AND (? = '' OR LOCATE(LOWER(?), LOWER(error_text)) > 0) \
-     AND (? OR replayed_at IS NULL)";
+     AND (? OR replayed_at IS NULL) \
+     AND (? = '' OR FIND_IN_SET(id, ?) > 0)";
 
-const PG_FILTER: &str = "($1::text IS NULL OR original_queue = $1) \
+pub(super) const PG_FILTER: &str = "($1::text IS NULL OR original_queue = $1) \
      AND ($2::text = '' OR error_kind = ANY(string_to_array($2, ','))) \
      AND ($3::text IS NULL OR failed_at >= $3::timestamp) \
      AND ($4::text IS NULL OR failed_at < $4::timestamp) \
      AND ($5::text IS NULL OR business_key = $5 OR business_key = 'mqkit:idem:' || original_queue || ':' || $5) \
      AND ($6::text = '' OR strpos(lower(error_text), lower($6)) > 0) \
-     AND ($7::bool OR replayed_at IS NULL)";
+     AND ($7::bool OR replayed_at IS NULL) \
+     AND (cardinality($8::bigint[]) = 0 OR id = ANY($8))";
 
-type MySqlQueryAs<'q, O> = sqlx::query::QueryAs<'q, sqlx::MySql, O, sqlx::mysql::MySqlArguments>;
-type PgQueryAs<'q, O> = sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments>;
+pub(super) type MySqlQueryAs<'q, O> =
+    sqlx::query::QueryAs<'q, sqlx::MySql, O, sqlx::mysql::MySqlArguments>;
+pub(super) type PgQueryAs<'q, O> =
+    sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments>;
 
-fn bind_mysql_filter<'q, O>(
+pub(super) fn bind_mysql_filter<'q, O>(
     q: MySqlQueryAs<'q, O>,
     f: &'q Filter,
     kinds: &'q str,
     text: &'q str,
+    ids: &'q str,
 ) -> MySqlQueryAs<'q, O> {
     q.bind(&f.queue)
         .bind(&f.queue)
@@ -539,9 +559,11 @@ fn bind_mysql_filter<'q, O>(
         .bind(text)
         .bind(text)
         .bind(f.include_replayed)
+        .bind(ids)
+        .bind(ids)
 }
 
-fn bind_pg_filter<'q, O>(
+pub(super) fn bind_pg_filter<'q, O>(
     q: PgQueryAs<'q, O>,
     f: &'q Filter,
     kinds: &'q str,
@@ -554,6 +576,7 @@ fn bind_pg_filter<'q, O>(
         .bind(&f.key)
         .bind(text)
         .bind(f.include_replayed)
+        .bind(&f.ids)
 }
 
 /// One archive row, as the archiver stores it.
