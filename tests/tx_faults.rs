@@ -83,6 +83,9 @@ async fn crash(db: Db) {
     let queue = unique("tx-crash");
     let followups = followup_queue(&broker, "tx-crash-followups").await;
     let mut spec = mqkit::ConsumerSpec::new("x");
+    // The child's consumers retry after 100 ms (tests/tx/consumers.rs): the
+    // same here, so that the cleanup deletes their delay queues too.
+    spec.retry_delay = Duration::from_millis(100);
     spec.rename_queue(queue.clone());
     spec.dlx = format!("{queue}.dlx").into();
     let _cleanup = Cleanup::specs(&[&spec]).queue(&followups);
@@ -416,6 +419,9 @@ async fn two_instances(db: Db) {
     let followups = followup_queue(&broker, "tx-two-followups").await;
     let swept = followup_queue(&broker, "tx-two-swept").await;
     let mut spec = mqkit::ConsumerSpec::new("x");
+    // The child's consumers retry after 100 ms (tests/tx/consumers.rs): the
+    // same here, so that the cleanup deletes their delay queues too.
+    spec.retry_delay = Duration::from_millis(100);
     spec.rename_queue(queue.clone());
     spec.dlx = format!("{queue}.dlx").into();
     let _cleanup = Cleanup::specs(&[&spec]).queue(&followups).queue(&swept);
