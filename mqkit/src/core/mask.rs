@@ -43,6 +43,16 @@ pub(crate) fn mask_secrets(url: &str) -> String {
     format!("{base}?{masked}")
 }
 
+/// `text` with every occurrence of `password` replaced by `****` (a
+/// one-character password is left alone: it would mask every such letter).
+#[cfg(any(feature = "dlq", feature = "cli"))]
+pub(crate) fn scrub(text: &str, password: Option<&str>) -> String {
+    match password {
+        Some(p) if p.len() >= 2 => text.replace(p, "****"),
+        _ => text.to_owned(),
+    }
+}
+
 /// The password in `scheme://user:password@host…`, if any (to scrub it from
 /// texts that quote the URL, such as a database driver's errors).
 #[cfg(any(feature = "dlq", feature = "cli"))]

@@ -25,7 +25,7 @@ use crate::addons::dlq::letter::{DeadLetter, properties_from_archive, replay_pro
 use crate::addons::dlq::store::{ArchiveDb, Filter, Stored};
 use crate::amqp::publisher::BrokerPublisher;
 use crate::core::headers::{self, Properties};
-use crate::core::mask::password_of;
+use crate::core::mask::{password_of, scrub};
 use crate::core::publish::{PublishError, Publisher};
 
 /// Rows read from the archive per query.
@@ -51,8 +51,6 @@ pub(crate) struct ReplayReport {
     pub(crate) moved_total: u64,
     /// Rows whose original queue does not exist (not marked).
     pub(crate) unroutable: u64,
-    /// Ids of the rows replayed (or that would be).
-    pub(crate) ids: Vec<i64>,
 }
 
 /// Why a replay stopped early; what was replayed before stays replayed and
@@ -162,7 +160,6 @@ pub(crate) async fn replay_rows(
             }
             *report.moved.entry(row.original_queue.clone()).or_default() += 1;
             report.moved_total += 1;
-            report.ids.push(row.id);
             on_row(row, Ok(()));
             if let Some(rate) = request.rate.filter(|r| *r > 0) {
                 let due =
@@ -203,10 +200,7 @@ impl Scrubber {
     }
 
     fn text(&self, text: &str) -> String {
-        match &self.password {
-            Some(p) if p.len() >= 2 => text.replace(p.as_str(), "****"),
-            _ => text.to_owned(),
-        }
+        scrub(text, self.password.as_deref())
     }
 }
 

@@ -35,7 +35,7 @@ use crate::app::config::{Config, DlqTuning};
 use crate::app::error::Error;
 use crate::core::backoff;
 use crate::core::idempotency::BoxFuture;
-use crate::core::mask::{mask_password, password_of};
+use crate::core::mask::{mask_password, password_of, scrub};
 use crate::core::spec::ConsumerSpec;
 
 /// Dead letters each DLQ channel may hold unacked.
@@ -369,14 +369,6 @@ impl Shared {
 /// Exponential back-off from 100 ms to `max`, with jitter, forever.
 fn backoff(max: Duration) -> backon::ExponentialBackoff {
     backoff::exponential(Duration::from_millis(100), max)
-}
-
-/// `text` with every occurrence of the password replaced by `****`.
-fn scrub(text: &str, password: Option<&str>) -> String {
-    match password {
-        Some(p) if p.len() >= 2 => text.replace(p, "****"),
-        _ => text.to_owned(),
-    }
 }
 
 #[cfg(test)]
