@@ -201,4 +201,55 @@ mod tests {
         assert_eq!(core.header("h07"), Some(&FieldValue::I64(i64::MIN)));
         assert_eq!(properties_to(&core), p);
     }
+
+    /// A header of arrays nested 200,000 deep, as lapin's frame parser reads
+    /// it (the patched amq-protocol-types: 64 levels, then a marker), turned
+    /// into mqkit's properties and back, and dropped, all on a 1 MiB stack
+    /// (half of lapin's io-loop thread's). Unbounded, the parse alone
+    /// overflows 2 MiB from about 300 levels in a debug build.
+    #[test]
+    fn a_header_nested_200000_deep_is_read_64_levels_deep_on_a_small_stack() -> Result<(), String> {
+        let levels = 200_000u32;
+        let mut value = Vec::new();
+        for inside in (0..levels).rev() {
+            value.push(b'A');
+            value.extend_from_slice(&(5 * inside).to_be_bytes());
+        }
+        let mut entry = vec![6u8];
+        entry.extend_from_slice(b"x-deep");
+        entry.extend_from_slice(&value);
+        let mut bytes = (entry.len() as u32).to_be_bytes().to_vec();
+        bytes.extend_from_slice(&entry);
+
+        let walk = move || {
+            let (rest, table) =
+                lapin::types::parsing::parse_field_table(&bytes[..]).map_err(|e| e.to_string())?;
+            assert!(rest.is_empty());
+            let p = BasicProperties::default().with_headers(table);
+            let core = properties_from(&p);
+            assert_eq!(properties_to(&core), p);
+            let mut levels = 0;
+            let mut v = core.header("x-deep");
+            while let Some(FieldValue::Array(a)) = v {
+                levels += 1;
+                v = a.first();
+            }
+            let marker = v.and_then(FieldValue::as_str).map(str::to_owned);
+            Ok::<_, String>((levels, marker))
+        };
+        let (levels, marker) = std::thread::Builder::new()
+            .stack_size(1024 * 1024)
+            .spawn(walk)
+            .map_err(|e| e.to_string())?
+            .join()
+            .map_err(|_| "the walk panicked".to_owned())??;
+        // The header table itself is the first of the 64 levels.
+        assert_eq!(levels, 63);
+        let marker = marker.ok_or("no marker at the bottom")?;
+        assert!(
+            marker.starts_with("(not parsed: a field array nested more than 64 levels deep, "),
+            "{marker}"
+        );
+        Ok(())
+    }
 }
