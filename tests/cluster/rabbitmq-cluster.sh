@@ -73,9 +73,28 @@ ctl() {
   as_rabbitmq "$n" "$RMQ_BIN/rabbitmqctl" -n "$(node_name "$n")" "$@"
 }
 
+# Whether process $2 is node $1 of this cluster (its environment names the
+# node's data dir).
+is_node() {
+  tr '\0' '\n' 2>/dev/null <"/proc/$2/environ" | grep -qx "RABBITMQ_MNESIA_BASE=$DIR/$1/mnesia"
+}
+
+# The node's OS pid: the one in its pid file if that process is this node,
+# or else the beam.smp process whose environment names this node's data
+# dir (a node killed before it wrote its pid file). Never another process.
 pid_of() {
-  local f="$DIR/$1/pid"
-  [[ -s $f ]] && cat "$f"
+  local f="$DIR/$1/pid" p
+  if [[ -s $f ]] && p=$(cat "$f") && is_node "$1" "$p"; then
+    echo "$p"
+    return 0
+  fi
+  for p in $(pgrep -x beam.smp || true); do
+    if is_node "$1" "$p"; then
+      echo "$p"
+      return 0
+    fi
+  done
+  return 1
 }
 
 alive() {
@@ -97,7 +116,7 @@ log.console = false
 log.file.level = info
 # A paused or killed peer is noticed within seconds.
 net_ticktime = 10
-cluster_partition_handling = pause_minority
+cluster_partition_handling = autoheal
 EOF
   echo '[].' >"$d/advanced.config"
   echo '[].' >"$d/enabled_plugins"
@@ -118,13 +137,19 @@ start_node() {
   as_rabbitmq "$n" "$RMQ_BIN/rabbitmq-server" -detached >>"$DIR/$n/log/startup.log" 2>&1
 }
 
+# Waits up to 90 s for the node to run (await_startup fails at once while
+# the node's VM is not registered yet, so it is asked again).
 await_node() {
   local n=$1
-  if ! ctl "$n" await_startup --timeout 60 >/dev/null 2>&1; then
-    echo "$(node_name "$n") did not start; its log:" >&2
-    tail -n 40 "$DIR/$n/log/"*.log >&2 || true
-    exit 1
-  fi
+  for _ in $(seq 90); do
+    if ctl "$n" await_startup --timeout 5 >/dev/null 2>&1; then
+      return 0
+    fi
+    sleep 1
+  done
+  echo "$(node_name "$n") did not start; its logs:" >&2
+  tail -n 40 "$DIR/$n/log/"*.log >&2 || true
+  exit 1
 }
 
 up() {
@@ -174,7 +199,7 @@ cmd=${1:-}
 case "$cmd" in
   up) up ;;
   down) down ;;
-  kill) signal KILL "${2:?node}"; rm -f "$DIR/$2/pid" ;;
+  kill) signal KILL "${2:?node}" ;;
   pause) signal STOP "${2:?node}" ;;
   resume) signal CONT "${2:?node}" ;;
   start) start_node "${2:?node}"; await_node "$2" ;;

@@ -51,9 +51,16 @@ pub(crate) struct Broker {
 
 impl Broker {
     pub(crate) async fn connect() -> Broker {
-        let connection = Connection::connect(AMQP_URL, ConnectionProperties::default())
+        Broker::connect_to(AMQP_URL).await
+    }
+
+    /// The same on another node (a test cluster's).
+    pub(crate) async fn connect_to(url: &str) -> Broker {
+        let connection = Connection::connect(url, ConnectionProperties::default())
             .await
-            .expect("RabbitMQ on 127.0.0.1:5672 (start it with `rabbitmq-server -detached`)");
+            .unwrap_or_else(|e| {
+                panic!("RabbitMQ at {url} (the default node starts with `rabbitmq-server -detached`): {e}")
+            });
         let channel = connection.create_channel().await.unwrap();
         Broker {
             connection,

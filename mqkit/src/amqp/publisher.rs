@@ -131,6 +131,7 @@ impl BrokerPublisher {
                     );
                 }
                 Err(_) => {
+                    self.replace(&channel).await;
                     return Err(PublishError::ConfirmTimeout {
                         exchange: exchange.to_owned(),
                         timeout: CONFIRM_TIMEOUT,
@@ -148,10 +149,43 @@ impl BrokerPublisher {
                     reply_text: returned.reply_text.to_string(),
                 })
             }
-            Confirmation::Nack(None) | Confirmation::NotRequested => Err(PublishError::Nacked {
-                exchange: exchange.to_owned(),
-                routing_key: routing_key.to_owned(),
-            }),
+            Confirmation::Nack(None) | Confirmation::NotRequested => {
+                self.replace(&channel).await;
+                Err(PublishError::Nacked {
+                    exchange: exchange.to_owned(),
+                    routing_key: routing_key.to_owned(),
+                })
+            }
+        }
+    }
+
+    /// Stops using `channel` for new publishes: the next one opens a fresh
+    /// channel. On RabbitMQ 3.10, a channel that published to a quorum
+    /// queue while its leader was being elected keeps getting nacks for it
+    /// for 40 s and more, while a new channel is accepted about a second
+    /// after the old leader died (DESIGN.md, "Clusters and crashes").
+    /// Publishes still waiting on the old channel get their confirms or
+    /// fail when it closes, and take the usual path.
+    async fn replace(&self, channel: &Channel) {
+        let old = {
+            let mut state = self.state.lock().await;
+            match &state.channel {
+                Some(current) if current.id() == channel.id() => state.channel.take(),
+                _ => None,
+            }
+        };
+        if let Some(old) = old {
+            warn!(
+                channel = old.id(),
+                "a publish on this channel was nacked or not confirmed in time; publishing on a new channel"
+            );
+            tokio::spawn(async move {
+                // Give the other publishes waiting on it their confirms.
+                tokio::time::sleep(CONFIRM_TIMEOUT).await;
+                if old.status().connected() {
+                    let _ = old.close(200, "OK".into()).await;
+                }
+            });
         }
     }
 

@@ -13,7 +13,7 @@ use futures_util::StreamExt as _;
 use lapin::{Connection, Event};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::connection::{ConnectOptions, connect_any};
 use super::consume::ConsumeError;
@@ -52,11 +52,14 @@ impl ConnectionState {
     }
 }
 
-/// Whether one consumer is consuming right now (for `/readyz`).
+/// Whether one consumer is consuming right now, and why not (for
+/// `/readyz`).
 #[derive(Debug)]
 pub(crate) struct ConsumerStatus {
     queue: String,
     consuming: AtomicBool,
+    /// Why it last stopped, until it consumes again.
+    error: std::sync::Mutex<Option<String>>,
 }
 
 impl ConsumerStatus {
@@ -65,6 +68,7 @@ impl ConsumerStatus {
         ConsumerStatus {
             queue: queue.to_owned(),
             consuming: AtomicBool::new(false),
+            error: std::sync::Mutex::new(None),
         }
     }
 
@@ -80,6 +84,20 @@ impl ConsumerStatus {
 
     pub(crate) fn set_consuming(&self, consuming: bool) {
         self.consuming.store(consuming, Ordering::Relaxed);
+        if consuming {
+            self.set_error(None);
+        }
+    }
+
+    /// Why the consumer last stopped (`None` once it consumes again).
+    pub(crate) fn error(&self) -> Option<String> {
+        self.error.lock().map(|e| e.clone()).unwrap_or_default()
+    }
+
+    pub(crate) fn set_error(&self, error: Option<String>) {
+        if let Ok(mut e) = self.error.lock() {
+            *e = error;
+        }
     }
 }
 
@@ -199,8 +217,10 @@ impl Supervisor {
         let mut connection = first;
         let mut ever_ready = false;
         let mut flaps = 0u32;
+        let mut declared = true;
         loop {
-            let (end, ready_for) = self.session(connection).await;
+            let (end, ready_for) = self.session(connection, !ever_ready, !declared).await;
+            declared = false;
             let end = match end {
                 // Once the service ran, nothing a session meets (a refused
                 // consumer, a broken channel) stops the process: retry.
@@ -247,8 +267,10 @@ impl Supervisor {
         }
     }
 
-    /// Reconnects with back-off until it succeeds (re-declaring topology)
-    /// or shutdown is requested (`None`).
+    /// Reconnects with back-off until it succeeds or shutdown is requested
+    /// (`None`). Each consumer re-declares its own topology in the new
+    /// session, so one queue that cannot be declared (its node is down)
+    /// holds back only its own consumer.
     async fn reconnect(&self) -> Option<Arc<Connection>> {
         let mut backoff = reconnect_backoff();
         let mut attempt = 0u32;
@@ -260,26 +282,30 @@ impl Supervisor {
             }
             attempt += 1;
             match connect_any(&self.connect).await {
-                Ok(c) => match self.declare_all(&c).await {
-                    Ok(()) => {
-                        info!(attempt, "reconnected to RabbitMQ and re-declared topology");
-                        metrics::counter!("mqkit_reconnects_total").increment(1);
-                        self.publisher.attach(c.clone()).await;
-                        return Some(c);
-                    }
-                    Err(e) => {
-                        warn!(attempt, error = %e, "reconnected but could not re-declare topology; retrying");
-                        let _ = c.close(200, "OK".into()).await;
-                    }
-                },
+                Ok(c) => {
+                    info!(attempt, "reconnected to RabbitMQ");
+                    metrics::counter!("mqkit_reconnects_total").increment(1);
+                    self.publisher.attach(c.clone()).await;
+                    return Some(c);
+                }
                 Err(e) => warn!(attempt, error = %e, next_in = ?delay, "reconnect failed"),
             }
         }
     }
 
     /// One connection's life: consumers and session tasks until shutdown or
-    /// a failure; also how long it was ready (`None`: never).
-    async fn session(&self, connection: Arc<Connection>) -> (SessionEnd, Option<Duration>) {
+    /// a failure; also how long it was ready (`None`: never). Until the
+    /// service was `first` ready, it is ready once every consumer consumes,
+    /// and a consumer the broker refuses is the startup error; after that, a
+    /// session is connected at once, each consumer consuming and retrying
+    /// on its own. Each consumer declares its topology first when `declare`
+    /// (every session but the one after startup, which declared it all).
+    async fn session(
+        &self,
+        connection: Arc<Connection>,
+        first: bool,
+        declare: bool,
+    ) -> (SessionEnd, Option<Duration>) {
         let stop = CancellationToken::new();
         let mut consumers = tokio::task::JoinSet::new();
         let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel(self.pipelines.len().max(1));
@@ -295,6 +321,10 @@ impl Supervisor {
                     grace: self.shutdown_grace,
                 },
                 ready_tx.clone(),
+                worker::SessionMode {
+                    declare,
+                    strict: first,
+                },
             ));
         }
         drop(ready_tx);
@@ -302,9 +332,15 @@ impl Supervisor {
         for task in &self.extra {
             extras.spawn(task(connection.clone(), stop.clone()));
         }
-        // Ready (for probes and `start()`) once every consumer is consuming.
-        let mut starting = self.pipelines.len();
+        // Ready (for `start()`) once every consumer is consuming; after a
+        // reconnect, connected at once (readiness also checks that every
+        // consumer consumes).
+        let mut starting = if first { self.pipelines.len() } else { 0 };
         let mut ready_at = None;
+        if !first {
+            ready_at = Some(Instant::now());
+            self.set_state(ConnectionState::Connected);
+        }
         let mut events = connection.events_listener();
         let end = loop {
             tokio::select! {
@@ -317,6 +353,13 @@ impl Supervisor {
                     }
                 }
                 event = events.next() => match event {
+                    Some(Event::Error(e)) if is_channel_error(&e) && connection.status().connected() => {
+                        // lapin reports a channel the broker closed (a
+                        // queue whose node is down, a publish to a missing
+                        // exchange) here too; its owner (a consumer, the
+                        // publisher) recovers it, the connection is fine.
+                        debug!(error = %e, "a channel was closed by the broker");
+                    }
                     Some(Event::Error(e)) => break SessionEnd::Lost(e.to_string()),
                     Some(Event::ConnectionBlocked(reason)) => warn!(%reason, "broker blocked the connection (resource alarm); publishing waits"),
                     Some(Event::ConnectionUnblocked) => info!("broker unblocked the connection"),
@@ -375,6 +418,16 @@ impl Supervisor {
         }
         (end, ready_at.map(|t: Instant| t.elapsed()))
     }
+}
+
+/// Whether `e` is a soft AMQP error: the broker closed one channel, not the
+/// connection.
+fn is_channel_error(e: &lapin::Error) -> bool {
+    matches!(
+        e.kind(),
+        lapin::ErrorKind::ProtocolError(amqp)
+            if matches!(amqp.kind(), lapin::protocol::AMQPErrorKind::Soft(_))
+    )
 }
 
 /// Capped exponential back-off with jitter: 100 ms doubling to 1.5 s, plus

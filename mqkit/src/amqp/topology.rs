@@ -96,13 +96,24 @@ pub(crate) fn plan(spec: &ConsumerSpec) -> Plan {
         },
     ];
     for delay in delays(spec) {
+        let mut args = vec![
+            ("x-message-ttl", AMQPValue::LongLongInt(millis(delay))),
+            ("x-dead-letter-exchange", long("")),
+            ("x-dead-letter-routing-key", long(queue)),
+        ];
+        if spec.queue_type == QueueType::Quorum {
+            // A retry waiting in a delay queue lives on every node, and its
+            // way back to the work queue when the TTL expires is confirmed
+            // (at-least-once dead-lettering, RabbitMQ 3.10+, which needs
+            // reject-publish overflow): a message retried while a node is
+            // down neither waits for that node nor is dropped on the way.
+            args.push(("x-queue-type", long(QueueType::Quorum.as_str())));
+            args.push(("x-dead-letter-strategy", long("at-least-once")));
+            args.push(("x-overflow", long("reject-publish")));
+        }
         queues.push(QueueDecl {
             name: delay_queue_name(queue, delay),
-            arguments: table(&[
-                ("x-message-ttl", AMQPValue::LongLongInt(millis(delay))),
-                ("x-dead-letter-exchange", long("")),
-                ("x-dead-letter-routing-key", long(queue)),
-            ]),
+            arguments: table(&args),
         });
     }
     let mut bindings = vec![BindingDecl {
@@ -326,11 +337,28 @@ mod tests {
             }
         );
         assert_eq!(p.bindings[1].routing_key, "order.#");
+        assert!(p.queues[2].arguments.inner().get("x-queue-type").is_none());
         spec.queue_type = QueueType::Quorum;
-        assert_eq!(
-            plan(&spec).queues[1].arguments.inner().get("x-queue-type"),
-            Some(&long("quorum"))
-        );
+        let quorum = plan(&spec);
+        // The DLQ, the work queue and every delay queue are quorum queues;
+        // the delay queues dead-letter at least once.
+        assert!(quorum.queues.len() > 2);
+        for q in &quorum.queues {
+            assert_eq!(
+                q.arguments.inner().get("x-queue-type"),
+                Some(&long("quorum")),
+                "{}",
+                q.name
+            );
+        }
+        for q in &quorum.queues[2..] {
+            let args = q.arguments.inner();
+            assert_eq!(
+                args.get("x-dead-letter-strategy"),
+                Some(&long("at-least-once"))
+            );
+            assert_eq!(args.get("x-overflow"), Some(&long("reject-publish")));
+        }
     }
 
     #[test]

@@ -3,6 +3,12 @@
 //! a delay queue or the DLQ (confirmed) then ack, or reject so the broker's
 //! own dead-letter route catches what could not be published.
 //!
+//! Each consumer recovers on its own within a session: when its queue cannot
+//! be declared or consumed (the queue's node is down, access is refused, the
+//! broker cancelled the consumer because the queue was deleted), it logs
+//! why, shows as stopped in readiness, waits with back-off and declares and
+//! consumes again, while the other consumers of the connection go on.
+//!
 //! Entry point: [`run`], one consumer for one session.
 
 use std::sync::Arc;
@@ -17,6 +23,8 @@ use tracing::{Instrument as _, debug, error, info, warn};
 use super::consume::{ConsumeError, Consumption, consume};
 use super::convert::properties_from;
 use super::supervisor::ConsumerStatus;
+use super::topology;
+use crate::core::backoff;
 use crate::core::headers::{self, FieldValue, Properties};
 use crate::core::outcome::{DeadLetterKind, Outcome, RequeueReason};
 use crate::core::pipeline::{self, ErasedPipeline, STUCK_AFTER_LOCK_TTLS, unix_millis};
@@ -46,7 +54,26 @@ impl Drain {
     }
 }
 
-/// Consumes the pipeline's queue on `connection` until `stop` or a failure.
+/// How one session runs a consumer.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SessionMode {
+    /// Declare the consumer's topology before consuming (not in the first
+    /// session: startup declared everything, strictly).
+    pub(crate) declare: bool,
+    /// A refusal before the consumer ever consumed is returned (the
+    /// startup error) instead of retried.
+    pub(crate) strict: bool,
+}
+
+/// A consumer that consumed at least this long was healthy: its next
+/// failure starts the back-off afresh.
+const HEALTHY_CONSUMER: Duration = Duration::from_secs(30);
+
+/// Consumes the pipeline's queue on `connection` until `stop`, recovering
+/// on its own from failures of its queue or channel. Returns an error only
+/// when the connection itself is gone (`Lost`) or, in `strict` mode, when
+/// the broker refused the consumer before it ever consumed (`Refused`).
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn run(
     connection: Arc<Connection>,
     pipeline: Arc<dyn ErasedPipeline>,
@@ -55,6 +82,7 @@ pub(crate) async fn run(
     stop: CancellationToken,
     drain: Drain,
     ready: tokio::sync::mpsc::Sender<()>,
+    mode: SessionMode,
 ) -> Result<(), ConsumeError> {
     let spec = pipeline.spec().clone();
     let what = Consumption {
@@ -63,29 +91,79 @@ pub(crate) async fn run(
         prefetch: spec.prefetch,
         concurrency: spec.concurrency,
     };
+    let plan = topology::plan(&spec);
     let worker = Arc::new(Worker {
         counters: Counters::new(&spec.queue),
         pipeline,
         spec,
         publisher,
     });
-    let result = consume(
-        &connection,
-        &what,
-        &stop,
-        || drain.grace(),
-        || {
-            status.set_consuming(true);
-            let _ = ready.try_send(());
-        },
-        |delivery| {
-            let worker = worker.clone();
-            async move { worker.handle(delivery).await }
-        },
-    )
-    .await;
-    status.set_consuming(false);
-    result
+    let mut declare = mode.declare;
+    let mut strict = mode.strict;
+    let mut retry = consumer_backoff();
+    loop {
+        let started = Instant::now();
+        let result = match declare_for(&connection, &plan, declare).await {
+            Err(e) => Err(ConsumeError::Lost(e.to_string())),
+            Ok(()) => {
+                consume(
+                    &connection,
+                    &what,
+                    &stop,
+                    || drain.grace(),
+                    || {
+                        status.set_consuming(true);
+                        let _ = ready.try_send(());
+                    },
+                    |delivery| {
+                        let worker = worker.clone();
+                        async move { worker.handle(delivery).await }
+                    },
+                )
+                .await
+            }
+        };
+        let consumed = status.is_consuming();
+        status.set_consuming(false);
+        let error = match result {
+            Ok(()) => return Ok(()),
+            Err(e @ ConsumeError::Refused { .. }) if strict && !consumed => return Err(e),
+            Err(e) if !connection.status().connected() || stop.is_cancelled() => return Err(e),
+            Err(e) => e,
+        };
+        strict &= !consumed;
+        // Whatever broke (a deleted queue, a node that went down), the
+        // queue is declared again before the next consume.
+        declare = true;
+        if consumed && started.elapsed() >= HEALTHY_CONSUMER {
+            retry = consumer_backoff();
+        }
+        let wait = retry.next().unwrap_or(Duration::from_secs(10));
+        status.set_error(Some(error.to_string()));
+        warn!(queue = %what.queue, error = %error, retry_in = ?wait, "consumer stopped; the other consumers go on, this one declares and consumes again after the wait");
+        tokio::select! {
+            _ = stop.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+/// A consumer's own retries: 250 ms doubling to 10 s, plus up to 100 %
+/// jitter.
+fn consumer_backoff() -> backon::ExponentialBackoff {
+    backoff::exponential(Duration::from_millis(250), Duration::from_secs(10))
+}
+
+/// Declares `plan` when `declare` says so.
+async fn declare_for(
+    connection: &Connection,
+    plan: &topology::Plan,
+    declare: bool,
+) -> Result<(), topology::TopologyError> {
+    if declare {
+        topology::declare(connection, plan).await?;
+    }
+    Ok(())
 }
 
 /// A lapin delivery with its properties converted once for the pipeline.

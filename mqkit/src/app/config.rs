@@ -268,11 +268,11 @@ impl Config {
 
     /// How the AMQP layer connects for these settings.
     pub(crate) fn connect_options(&self) -> ConnectOptions {
-        ConnectOptions {
-            urls: self.amqp_urls.clone(),
-            heartbeat: self.heartbeat,
-            connection_name: self.connection_name.clone(),
-        }
+        ConnectOptions::new(
+            self.amqp_urls.clone(),
+            self.heartbeat,
+            self.connection_name.clone(),
+        )
     }
 }
 

@@ -76,10 +76,14 @@ async fn ready(Shared(probe): Shared<Arc<Probe>>) -> Response {
         .consumers
         .iter()
         .map(|c| {
-            serde_json::json!({
+            let mut entry = serde_json::json!({
                 "queue": c.queue(),
                 "state": if c.is_consuming() { "consuming" } else { "stopped" },
-            })
+            });
+            if let Some(error) = c.error() {
+                entry["error"] = serde_json::Value::String(error);
+            }
+            entry
         })
         .collect();
     let all_consuming = probe.consumers.iter().all(|c| c.is_consuming());
