@@ -67,10 +67,12 @@ as_rabbitmq() {
   (cd "$RMQ_HOME" && runuser -u rabbitmq -- env "${ENV[@]}" "$@")
 }
 
+# rabbitmqctl on node N, given up after 60 s (a listing waits for every
+# node, and a paused one never answers).
 ctl() {
   local n=$1
   shift
-  as_rabbitmq "$n" "$RMQ_BIN/rabbitmqctl" -n "$(node_name "$n")" "$@"
+  as_rabbitmq "$n" timeout 60 "$RMQ_BIN/rabbitmqctl" -n "$(node_name "$n")" "$@"
 }
 
 # Whether process $2 is node $1 of this cluster (its environment names the

@@ -217,10 +217,12 @@ impl Supervisor {
         let mut connection = first;
         let mut ever_ready = false;
         let mut flaps = 0u32;
-        let mut declared = true;
+        // Startup declared every consumer's topology; later sessions
+        // declare it again, each consumer its own.
+        let mut declare = false;
         loop {
-            let (end, ready_for) = self.session(connection, !ever_ready, !declared).await;
-            declared = false;
+            let (end, ready_for) = self.session(connection, !ever_ready, declare).await;
+            declare = true;
             let end = match end {
                 // Once the service ran, nothing a session meets (a refused
                 // consumer, a broken channel) stops the process: retry.
