@@ -36,6 +36,21 @@ fn body(id: &str) -> Vec<u8> {
     format!(r#"{{"id":"{id}"}}"#).into_bytes()
 }
 
+/// Publishes `id` to the `deleted` consumer's queue and waits until it has
+/// handled `count` messages in all.
+async fn handled_by_deleted(broker: &Broker, queue: &str, id: &str, count: usize) {
+    broker
+        .publish(queue, &body(id), BasicProperties::default())
+        .await;
+    assert!(
+        eventually(Duration::from_secs(10), async || {
+            DELETED.lock().unwrap().len() == count
+        })
+        .await,
+        "{id} was not handled"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_queue_deleted_under_its_consumer_is_declared_and_consumed_again_within_5s() {
     let mut a = Consumer::spec(&deleted {});
@@ -52,17 +67,7 @@ async fn a_queue_deleted_under_its_consumer_is_declared_and_consumed_again_withi
         .await
         .unwrap();
     let broker = Broker::connect().await;
-    broker
-        .publish(&a.queue, &body("a-before"), BasicProperties::default())
-        .await;
-    assert!(
-        eventually(Duration::from_secs(10), async || DELETED
-            .lock()
-            .unwrap()
-            .len()
-            == 1)
-        .await
-    );
+    handled_by_deleted(&broker, &a.queue, "a-before", 1).await;
 
     // The steady consumer gets a message every 50 ms throughout.
     let steady_queue = b.queue.to_string();
@@ -98,17 +103,7 @@ async fn a_queue_deleted_under_its_consumer_is_declared_and_consumed_again_withi
     let back_after = deleted_at.elapsed();
     println!("consuming the re-declared queue again {back_after:?} after it was deleted");
 
-    broker
-        .publish(&a.queue, &body("a-after"), BasicProperties::default())
-        .await;
-    assert!(
-        eventually(Duration::from_secs(10), async || DELETED
-            .lock()
-            .unwrap()
-            .len()
-            == 2)
-        .await
-    );
+    handled_by_deleted(&broker, &a.queue, "a-after", 2).await;
     assert_eq!(*DELETED.lock().unwrap(), ["a-before", "a-after"]);
 
     feeder.await.unwrap();
